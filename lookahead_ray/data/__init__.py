@@ -1,0 +1,1 @@
+"""Data: the routing-dataset schema, the release importer, splits and labels."""

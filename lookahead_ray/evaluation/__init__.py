@@ -1,0 +1,1 @@
+"""Evaluation: native benchmark metrics of a routed system, and the evaluate command."""

@@ -1,0 +1,1 @@
+"""Routers: every router scores candidates; routing itself is shared code in base.py."""
