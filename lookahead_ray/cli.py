@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -31,7 +32,7 @@ def _evaluate_one(router: str, frame, args: argparse.Namespace, config) -> dict:
     from lookahead_ray.evaluation.evaluate import evaluate
     from lookahead_ray.tracking import log_evaluation
 
-    options = {"seed": args.seed, "k": args.k}
+    options = {"seed": args.seed, "k": args.k, "checkpoint": getattr(args, "checkpoint", None)}
     result = evaluate(router, frame, args.split, config, options)
     result["data"] = str(args.data)
     if not args.no_mlflow:
@@ -45,8 +46,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate one router; print its table and optionally write the JSON."""
     from lookahead_ray.evaluation.evaluate import format_table, load_frame
 
-    if args.checkpoint is not None:
-        raise ValueError(f"--checkpoint: router {args.router!r} is a baseline and takes no checkpoint")
     config = load_data_config(args.config)
     result = _evaluate_one(args.router, load_frame(args.data, config), args, config)
     print(format_table(result))
@@ -73,6 +72,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a router on Ray Train; log it to MLflow and register the best checkpoint."""
+    import ray
+
+    from lookahead_ray.config import load_train_config
+    from lookahead_ray.training.trainer import train
+
+    overrides = {"router": args.router, "dataset": args.data, "max_steps": args.max_steps, "name": args.name}
+    cfg = load_train_config(args.config, **overrides)
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    outcome = train(cfg, mlflow_enabled=not args.no_mlflow)
+    print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    return 0
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
     parser.add_argument("--split", default="test", choices=["test", "all"],
@@ -96,10 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_release)
 
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
-    p.add_argument("--router", required=True, help="oracle | random | best-single | knn | fixed-<i>")
+    p.add_argument("--router", required=True,
+                   help="oracle | random | best-single | knn | fixed-<i> | mlc | lookahead-mlm | lookahead-clm")
     p.add_argument("--checkpoint", default=None, help="a trained router checkpoint")
     _data_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help=cmd_train.__doc__)
+    p.add_argument("--router", default=None, choices=["mlc", "lookahead-mlm", "lookahead-clm"],
+                   help="overrides the config's router")
+    p.add_argument("--config", default=None, help="a TrainConfig YAML (configs/train-*.yaml)")
+    p.add_argument("--data", default=None, help="overrides the config's dataset")
+    p.add_argument("--max-steps", type=int, default=None, help="overrides the config's max_steps")
+    p.add_argument("--name", default=None, help="run name (Ray Train folder and MLflow run)")
+    p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", help=cmd_report.__doc__)
     p.add_argument("--routers", default="oracle,best-single,random,knn", help="comma-separated router names")
@@ -112,6 +139,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import-release": cmd_import_release,
     "evaluate": cmd_evaluate,
     "report": cmd_report,
+    "train": cmd_train,
 }
 
 

@@ -67,25 +67,6 @@ class DataConfig:
         return CandidatePool(tuple(self.candidates))
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        nested = {"labels": LabelConfig, "split": SplitConfig}.get(name) if cls is DataConfig else None
-        if nested is not None:
-            kwargs[name] = _build(nested, value, f"{where}.{name}")
-        elif name == "candidates":
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
 def load_data_config(path: str | Path | None) -> DataConfig:
     """Read a DataConfig from YAML (the `data:` section if present); None gives the defaults."""
     if path is None:
@@ -96,7 +77,7 @@ def load_data_config(path: str | Path | None) -> DataConfig:
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read config: {err}") from err
     section = raw.get("data", raw) if isinstance(raw, dict) else raw
-    return _build(DataConfig, section, str(path))
+    return from_dict(DataConfig, section, str(path))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -105,3 +86,138 @@ def to_dict(config: Any) -> dict[str, Any]:
     if "candidates" in out:
         out["candidates"] = list(out["candidates"])
     return out
+
+
+ROUTER_KINDS = ("mlc", "lookahead-mlm", "lookahead-clm")
+CURRICULUM_SHAPES = ("linear", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """The masked router's mask-rate schedule r(step) (see curriculum.mask_rate)."""
+
+    r0: float = 0.3
+    """Mask rate at step 0."""
+    warmup_ratio: float = 0.2
+    """Share of the optimizer steps over which r rises to 1."""
+    shape: str = "linear"
+    """linear | cosine | step."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.r0 <= 1.0:
+            raise ValueError(f"curriculum.r0 must be in [0, 1], got {self.r0}")
+        if not 0.0 < self.warmup_ratio <= 1.0:
+            raise ValueError(f"curriculum.warmup_ratio must be in (0, 1], got {self.warmup_ratio}")
+        if self.shape not in CURRICULUM_SHAPES:
+            raise ValueError(f"curriculum.shape must be one of {CURRICULUM_SHAPES}, got {self.shape!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One router training run on Ray Train (`lookahead-ray train --config FILE.yaml`)."""
+
+    router: str = "lookahead-mlm"
+    """mlc | lookahead-mlm | lookahead-clm."""
+    dataset: str = "runs/release"
+    """An imported routing dataset or a release folder."""
+    backbone: str = "minilm"
+    """HF id or local path; aliases `minilm` and `smollm2` load the packaged models offline."""
+    num_layers: int | None = None
+    """Keep only the first n backbone layers (a CPU run fits); None keeps all."""
+    max_prompt_len: int = 128
+    block_len: int = 64
+    """Masked router: slots per candidate block, the last one [SEP]."""
+    max_response_len: int = 64
+    """Causal router: response tokens per training row."""
+    aux_weight: float | None = None
+    """Weight of the response loss; None gives the paper's 0.2 (masked) or 0.5 (causal)."""
+    dropout: float = 0.1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps_ratio: float = 0.1
+    """Share of optimizer steps of linear LR warmup before the cosine decay."""
+    max_grad_norm: float = 1.0
+    batch_size: int = 8
+    """Examples per worker per micro-batch."""
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None: the epochs decide)."""
+    eval_every: int = 50
+    """Evaluate on val, report to Ray Train and checkpoint every n optimizer steps (and at the end)."""
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    benchmarks: tuple[str, ...] | None = None
+    """Train on these benchmarks' rows only (None: every set in the dataset)."""
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    """Worker crashes survived by resuming from the last checkpoint."""
+    seed: int = 0
+    storage_path: str = "runs/train"
+    name: str | None = None
+    experiment: str = "lookahead-ray-train"
+    register_as: str | None = "lookahead-router"
+    """MLflow Model Registry name of the best checkpoint (None: do not register)."""
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        if self.router not in ROUTER_KINDS:
+            raise ValueError(f"router must be one of {ROUTER_KINDS}, got {self.router!r}")
+        for name in ("batch_size", "grad_accum", "epochs", "eval_every", "num_workers", "max_prompt_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.block_len < 2:
+            raise ValueError(f"block_len must be >= 2 (a response slot and [SEP]), got {self.block_len}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_steps_ratio < 1.0:
+            raise ValueError(f"warmup_steps_ratio must be in [0, 1), got {self.warmup_steps_ratio}")
+
+    @property
+    def response_loss_weight(self) -> float:
+        if self.aux_weight is not None:
+            return self.aux_weight
+        return {"lookahead-mlm": 0.2, "lookahead-clm": 0.5}.get(self.router, 0.0)
+
+
+_NESTED = {
+    DataConfig: {"labels": LabelConfig, "split": SplitConfig},
+    TrainConfig: {"curriculum": CurriculumConfig, "data": DataConfig},
+}
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping, nested sections included; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        nested = _NESTED.get(cls, {}).get(name)
+        if nested is not None:
+            kwargs[name] = from_dict(nested, value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from YAML (None: defaults), with command-line overrides applied on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read config: {err}") from err
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(TrainConfig, values, str(path or "config"))

@@ -33,6 +33,7 @@ from lookahead_ray.routers.baselines import (
 log = logging.getLogger(__name__)
 
 BASELINE_NAMES = ("oracle", "random", "best-single", "knn", "fixed-<i>")
+TRAINED_NAMES = ("mlc", "lookahead-mlm", "lookahead-clm")
 
 
 def load_frame(data: str | Path, config: DataConfig) -> pd.DataFrame:
@@ -74,6 +75,10 @@ def best_single_choices(evaluated: pd.DataFrame, fit: pd.DataFrame) -> dict[str,
 
 def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str, tuple[int, str]],
                  options: dict[str, Any]):
+    if name in TRAINED_NAMES:
+        return trained_router(name, n_candidates, options)
+    if options.get("checkpoint"):
+        raise ValueError(f"--checkpoint: router {name!r} is a baseline and takes no checkpoint")
     if name == "oracle":
         return OracleRouter(n_candidates)
     if name == "random":
@@ -91,7 +96,26 @@ def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str
         except ValueError:
             raise ValueError(f"--router {name}: expected fixed-<index>, e.g. fixed-0") from None
         return FixedRouter(n_candidates, index)
-    raise ValueError(f"--router {name!r}: unknown router; choose from {', '.join(BASELINE_NAMES)}")
+    raise ValueError(f"--router {name!r}: unknown router; choose from {', '.join(BASELINE_NAMES + TRAINED_NAMES)}")
+
+
+def trained_router(name: str, n_candidates: int, options: dict[str, Any]):
+    """A trained router from --checkpoint (a folder or models:/<name>/<version>)."""
+    from lookahead_ray.serving.predictor import RouterPredictor
+    from lookahead_ray.training.checkpoint import read_spec
+    from lookahead_ray.serving.predictor import resolve_checkpoint
+
+    source = options.get("checkpoint")
+    if not source:
+        raise ValueError(f"--router {name}: needs --checkpoint (a folder or models:/<name>/<version>)")
+    local = resolve_checkpoint(source)
+    spec = read_spec(local)
+    if spec.kind != name:
+        raise ValueError(f"--checkpoint {source}: holds a {spec.kind!r} router, not {name!r}")
+    if len(spec.candidates) != n_candidates or list(spec.candidates) != list(options.get("candidates", spec.candidates)):
+        raise ValueError(f"--checkpoint {source}: trained for candidates {list(spec.candidates)}, "
+                         f"the data has {options.get('candidates')}")
+    return RouterPredictor.load(local)
 
 
 def as_batch(rows: pd.DataFrame) -> dict[str, list]:
@@ -139,7 +163,7 @@ def evaluate(router_name: str, frame: pd.DataFrame, split: str = "test", config:
     evaluated, fit = select_rows(frame, split)
     names = list(config.candidates)
     best = best_single_choices(evaluated, fit)
-    router = build_router(router_name, len(names), fit, best, options)
+    router = build_router(router_name, len(names), fit, best, {**options, "candidates": names})
     picks = choose(router, evaluated)
     result: dict[str, Any] = {"router": router_name, "split": split, "candidates": names, "benchmarks": {}}
     for benchmark in TEST_BENCHMARKS:

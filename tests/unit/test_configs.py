@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 
 from lookahead_ray.candidates import PAPER_CANDIDATES
-from lookahead_ray.config import DataConfig, load_data_config
+from lookahead_ray.config import DataConfig, TrainConfig, load_data_config, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted(REPO.glob("configs/*.yaml")), ids=lambda p: p.name)
-def test_config_files_load(path):
-    assert isinstance(load_data_config(path), DataConfig)
+@pytest.mark.parametrize("path", sorted(REPO.glob("configs/train-*.yaml")), ids=lambda p: p.name)
+def test_train_configs_load(path):
+    cfg = load_train_config(path)
+    assert isinstance(cfg, TrainConfig) and cfg.data.candidates == PAPER_CANDIDATES
 
 
 def test_replay_config_is_the_default():
@@ -23,3 +24,18 @@ def test_replay_config_is_the_default():
 def test_duplicate_candidates_are_rejected():
     with pytest.raises(ValueError, match="duplicate"):
         DataConfig(candidates=("a", "a"))
+
+
+def test_train_config_overrides_and_errors(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("router: mlc\ncurriculum: {r0: 0.5}\n")
+    cfg = load_train_config(path, max_steps=3, router=None)
+    assert (cfg.router, cfg.max_steps, cfg.curriculum.r0) == ("mlc", 3, 0.5)
+    path.write_text("router: mlc\ncurriculum: {shape: zigzag}\n")
+    with pytest.raises(ValueError, match="curriculum.shape"):
+        load_train_config(path)
+    path.write_text("routr: mlc\n")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['routr'\]"):
+        load_train_config(path)
+    assert TrainConfig(router="lookahead-clm").response_loss_weight == 0.5
+    assert TrainConfig(router="lookahead-mlm").response_loss_weight == 0.2

@@ -1,0 +1,57 @@
+"""Load a router checkpoint (a folder, or an MLflow registry URI) and score prompts. No Ray inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lookahead_ray.routers.base import route
+from lookahead_ray.training.checkpoint import SPEC_FILE, load_router
+
+
+def resolve_checkpoint(source: str) -> str:
+    """A local checkpoint folder for `source`: a folder, or `models:/<name>/<version>` from MLflow."""
+    if source.startswith("models:/"):
+        import mlflow
+
+        from lookahead_ray.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+        found = sorted(local.rglob(SPEC_FILE))
+        if not found:
+            raise FileNotFoundError(f"{source}: the model version holds no router checkpoint ({SPEC_FILE})")
+        return str(found[0].parent)
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"{source}: no such checkpoint folder")
+    return source
+
+
+class RouterPredictor:
+    """`score(prompts) -> (B, T)` logits of a trained router, and `route()` with the cost knob."""
+
+    def __init__(self, model: torch.nn.Module, candidates: Sequence[str], batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.candidates = list(candidates)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, source: str, batch_size: int = 16) -> "RouterPredictor":
+        model, spec = load_router(resolve_checkpoint(source))
+        return cls(model, spec.candidates, batch_size)
+
+    def score(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The Router interface: a batch with a "prompt" list -> (B, T)."""
+        prompts = list(batch["prompt"])
+        parts = [self.model.score({"prompt": prompts[i : i + self.batch_size]})
+                 for i in range(0, len(prompts), self.batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, len(self.candidates))
+
+    def route(self, prompts: Sequence[str], costs: Sequence[float] | None = None,
+              cost_weight: float = 0.0) -> tuple[list[str], np.ndarray]:
+        scores = self.score({"prompt": list(prompts)})
+        picks = route(scores, costs, cost_weight)
+        return [self.candidates[i] for i in picks.tolist()], scores.numpy()

@@ -1,0 +1,23 @@
+"""The MLflow pyfunc flavour of a router: the checkpoint folder rides along as an artifact.
+
+`mlflow.pyfunc.load_model("models:/<name>/<version>").predict(pd.DataFrame({"prompt": [...]}))`
+returns one column of scores per candidate.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+
+class RouterModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from lookahead_ray.serving.predictor import RouterPredictor
+
+        self.predictor = RouterPredictor.load(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        prompts = list(model_input["prompt"])
+        scores = self.predictor.score({"prompt": prompts}).numpy()
+        return pd.DataFrame(scores, columns=self.predictor.candidates)

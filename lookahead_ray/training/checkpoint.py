@@ -1,0 +1,95 @@
+"""A router checkpoint: `router.json` (what to rebuild) + `model.pt` (its weights) [+ train_state.pt].
+
+Rebuilding reads the backbone again from its source (a local path or an alias resolved offline)
+and then loads every weight, heads and added model-ID rows included, from `model.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lookahead_ray.backbones import resolve
+
+SPEC_FILE = "router.json"
+WEIGHTS_FILE = "model.pt"
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """Everything needed to rebuild a trained router's module before loading its weights."""
+
+    kind: str
+    backbone: str
+    candidates: tuple[str, ...]
+    num_layers: int | None = None
+    dropout: float = 0.1
+    max_prompt_len: int = 128
+    block_len: int = 64
+    max_response_len: int = 64
+
+    @classmethod
+    def from_train_config(cls, cfg) -> "RouterSpec":
+        return cls(kind=cfg.router, backbone=cfg.backbone, candidates=tuple(cfg.data.candidates),
+                   num_layers=cfg.num_layers, dropout=cfg.dropout, max_prompt_len=cfg.max_prompt_len,
+                   block_len=cfg.block_len, max_response_len=cfg.max_response_len)
+
+
+def build_router(spec: RouterSpec) -> torch.nn.Module:
+    """A fresh router module for `spec` (pretrained backbone, new heads)."""
+    source = resolve(spec.backbone)
+    n = len(spec.candidates)
+    if spec.kind == "mlc":
+        from lookahead_ray.routers.mlc import MLCRouter
+
+        return MLCRouter.from_pretrained(source, n, spec.num_layers, spec.dropout, spec.max_prompt_len)
+    if spec.kind == "lookahead-mlm":
+        from lookahead_ray.routers.masked import LookaheadMLM
+
+        return LookaheadMLM.from_pretrained(source, n, spec.num_layers, spec.dropout, spec.block_len, spec.max_prompt_len)
+    if spec.kind == "lookahead-clm":
+        from lookahead_ray.routers.causal import LookaheadCLM
+
+        return LookaheadCLM.from_pretrained(source, n, spec.num_layers, spec.dropout,
+                                            max_prompt_len=spec.max_prompt_len, max_response_len=spec.max_response_len)
+    raise ValueError(f"unknown router kind {spec.kind!r}")
+
+
+def save_router(model: torch.nn.Module, spec: RouterSpec, directory: str | Path,
+                train_state: dict[str, Any] | None = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+    if train_state is not None:
+        torch.save(train_state, directory / STATE_FILE)
+    return directory
+
+
+def read_spec(directory: str | Path) -> RouterSpec:
+    path = Path(directory) / SPEC_FILE
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a router checkpoint ({err})") from err
+    values["candidates"] = tuple(values["candidates"])
+    return RouterSpec(**values)
+
+
+def load_router(directory: str | Path) -> tuple[torch.nn.Module, RouterSpec]:
+    """The trained router in eval mode, and its spec."""
+    spec = read_spec(directory)
+    model = build_router(spec)
+    state = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), spec
+
+
+def load_train_state(directory: str | Path) -> dict[str, Any] | None:
+    path = Path(directory) / STATE_FILE
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None

@@ -1,0 +1,207 @@
+"""The training loop that every Ray Train worker runs: the project's only backward().
+
+AdamW, linear warmup then cosine decay, gradient clipping and accumulation; the masked router's
+mask rate is a pure function of the optimizer step. Every `eval_every` steps the loop scores the
+val split (mask rate 1: no response is seen), reports `eval_reward` (the mean normalised score of
+the chosen candidate, the paper's model-selection metric) and saves a checkpoint with the optimizer
+state, so that a restarted worker resumes where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lookahead_ray.config import TrainConfig, from_dict
+from lookahead_ray.curriculum import mask_rate
+from lookahead_ray.training.checkpoint import RouterSpec, build_router, load_train_state, save_router
+
+log = logging.getLogger(__name__)
+
+
+def total_steps(n_train: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of the run: per-worker micro-batches / accumulation x epochs, capped by max_steps."""
+    per_worker = max(1, n_train // cfg.num_workers)
+    micro_per_epoch = -(-per_worker // cfg.batch_size)
+    steps = max(1, micro_per_epoch // cfg.grad_accum) * cfg.epochs
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def step_mask_rate(cfg: TrainConfig, step: int, steps: int) -> float:
+    if cfg.router != "lookahead-mlm":
+        return 1.0
+    c = cfg.curriculum
+    return mask_rate(step, steps, r0=c.r0, warmup_ratio=c.warmup_ratio, shape=c.shape)
+
+
+def collate(model: torch.nn.Module, cfg: TrainConfig, examples: list[dict], rate: float) -> dict:
+    collator = model.collator()
+    return collator(examples, mask_rate=rate) if cfg.router == "lookahead-mlm" else collator(examples)
+
+
+def micro_loss(model: torch.nn.Module, cfg: TrainConfig, batch: dict):
+    if cfg.router == "mlc":
+        return model.training_loss(batch)
+    return model.training_loss(batch, aux_weight=cfg.response_loss_weight)
+
+
+def records(frame) -> list[dict[str, Any]]:
+    return [
+        {"prompt": p, "responses": list(r), "labels": [float(x) for x in y]}
+        for p, r, y in zip(frame["prompt"], frame["responses"], frame["labels"])
+    ]
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Mean of the gradients over workers (plain all-reduce: the loss calls custom methods, not forward)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad)
+            parameter.grad /= world
+
+
+def all_sum(values: list[float]) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def evaluate_val(model: torch.nn.Module, shard) -> dict[str, float]:
+    """eval_reward: mean normalised score of the picked candidate; eval_label_acc: share of positive picks."""
+    model.eval()
+    reward = hits = count = 0.0
+    for frame in shard.iter_batches(batch_size=32, batch_format="pandas"):
+        scores = model.score({"prompt": frame["prompt"].tolist()})  # (B, T)
+        picks = scores.argmax(dim=1).numpy()
+        normalized = np.stack(frame["normalized"].to_numpy())
+        labels = np.stack(frame["labels"].to_numpy())
+        rows = np.arange(len(picks))
+        reward += float(normalized[rows, picks].sum())
+        hits += float(labels[rows, picks].sum())
+        count += len(picks)
+    model.train()
+    reward, hits, count = all_sum([reward, hits, count])
+    return {"eval_reward": reward / max(count, 1.0), "eval_label_acc": hits / max(count, 1.0), "eval_n": count}
+
+
+class MlflowSink:
+    """Rank 0 logs into the run the driver opened; other ranks log nothing."""
+
+    def __init__(self, run_id: str | None, uri: str | None, rank: int) -> None:
+        self.active = run_id is not None and rank == 0
+        if self.active:
+            import mlflow
+
+            mlflow.set_tracking_uri(uri)
+            self.client = mlflow.MlflowClient(uri)
+            self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            from mlflow.entities import Metric
+            import time
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def maybe_crash(config: dict[str, Any], step: int) -> None:
+    """Test hook: kill this worker once at `crash_once_at_step` (a marker file makes it once)."""
+    at, marker = config.get("crash_once_at_step"), config.get("crash_marker")
+    if at is not None and step == at and marker and not Path(marker).exists():
+        Path(marker).write_text(str(step))
+        os._exit(1)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(TrainConfig, config["train"])
+    spec = RouterSpec(**{**config["spec"], "candidates": tuple(config["spec"]["candidates"])})
+    steps = int(config["total_steps"])
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+
+    model = build_router(spec).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_steps_ratio * steps), steps)
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            model.load_state_dict(torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=True))
+            saved = load_train_state(directory)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["position"]
+        print(f"[train] rank {rank}: resumed from step {state['step']}", flush=True)
+    model = ray.train.torch.prepare_model(model, parallel_strategy=None)  # device only; grads averaged below
+    device = next(model.parameters()).device
+    sink = MlflowSink(config.get("mlflow_run_id"), config.get("mlflow_uri"), rank)
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+
+    running, micro, step = [], 0, state["step"]
+    while step < steps:
+        for index, frame in enumerate(train_shard.iter_batches(batch_size=cfg.batch_size, batch_format="pandas")):
+            if index < state["micro_in_epoch"]:
+                continue  # already trained on before the restart
+            rate = step_mask_rate(cfg, step, steps)
+            batch = {k: v.to(device) for k, v in collate(model, cfg, records(frame), rate).items()}
+            loss = micro_loss(model, cfg, batch)
+            (loss.total / cfg.grad_accum).backward()
+            running.append([float(loss.total), float(loss.routing), float(loss.aux)])
+            micro += 1
+            state["micro_in_epoch"] = index + 1
+            if micro % cfg.grad_accum:
+                continue
+            average_gradients(model)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            state["step"] = step
+            total, routing, aux = np.mean(running, axis=0)
+            running = []
+            sink.log({"loss": total, "loss_routing": routing, "loss_response": aux, "mask_rate": rate,
+                      "lr": scheduler.get_last_lr()[0]}, step)
+            if step % cfg.eval_every == 0 or step == steps:
+                report(model, spec, optimizer, scheduler, state, val_shard, sink, rank, step, rate)
+            maybe_crash(config, step)
+            if step >= steps:
+                break
+        state["epoch"] += 1
+        state["micro_in_epoch"] = 0
+
+
+def report(model, spec, optimizer, scheduler, state, val_shard, sink, rank, step, rate) -> None:
+    """Evaluate on val, log, and hand Ray Train the metrics and (rank 0) a checkpoint."""
+    import ray.train
+
+    metrics = {**evaluate_val(model, val_shard), "step": step, "mask_rate": rate}
+    sink.log({k: v for k, v in metrics.items() if k != "step"}, step)
+    print(f"[train] step {step}: eval_reward {metrics['eval_reward']:.4f} "
+          f"eval_label_acc {metrics['eval_label_acc']:.4f}", flush=True)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "position": dict(state)}
+            save_router(model, spec, directory, train_state)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
