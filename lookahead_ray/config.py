@@ -221,3 +221,86 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{path}: cannot read config: {err}") from err
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(TrainConfig, values, str(path or "config"))
+
+
+ENGINES = ("vllm", "hf")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings of one candidate (vLLM SamplingParams / HF generate)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"sampling.max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One candidate LLM of a pool: where its weights are, how it decodes, what it costs."""
+
+    name: str
+    model: str
+    """HF id, local path, or an alias of lookahead_ray.backbones (`smollm2`)."""
+    engine: str = "vllm"
+    """vllm (ray.data.llm / ray.serve.llm) or hf (transformers), when vllm is not installed."""
+    system_prompt: str | None = None
+    chat_template: bool = True
+    """Wrap prompts in the tokenizer's chat template."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    cost_per_1k_input: float = 0.0
+    cost_per_1k_output: float = 0.0
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("candidate: field 'name' is empty")
+        if self.engine not in ENGINES:
+            raise ValueError(f"candidate {self.name!r}: engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.cost_per_1k_input < 0 or self.cost_per_1k_output < 0:
+            raise ValueError(f"candidate {self.name!r}: costs must be >= 0")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"candidate {self.name!r}: tensor_parallel_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The candidate pool shared by generation, training (its order) and serving."""
+
+    candidates: tuple[CandidateSpec, ...]
+
+    def __post_init__(self) -> None:
+        CandidatePool(tuple(c.name for c in self.candidates))  # non-empty, no duplicates
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.candidates)
+
+    def get(self, name: str) -> CandidateSpec:
+        return self.candidates[CandidatePool(self.names).index(name)]
+
+
+_NESTED[CandidateSpec] = {"sampling": SamplingConfig}
+
+
+def load_pool(path: str | Path) -> PoolConfig:
+    """A PoolConfig from YAML: `candidates: [{name, model, engine, sampling: {...}, ...}, ...]`."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read pool: {err}") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("candidates"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'candidates' list")
+    specs = tuple(from_dict(CandidateSpec, c, f"{path}: candidates[{i}]") for i, c in enumerate(raw["candidates"]))
+    return PoolConfig(specs)
