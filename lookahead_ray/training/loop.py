@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +112,20 @@ class MlflowSink:
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.active:
             from mlflow.entities import Metric
-            import time
 
             now = int(time.time() * 1000)
             self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
 def maybe_crash(config: dict[str, Any], step: int) -> None:
-    """Test hook: kill this worker once at `crash_once_at_step` (a marker file makes it once)."""
+    """Test hook: kill this worker once at `crash_once_at_step` (a marker file makes it once).
+
+    It waits `crash_delay_s` first: Train V2's controller registers a reported checkpoint when it
+    next polls the workers (every 2 s), so a crash right after a report could lose that report.
+    """
     at, marker = config.get("crash_once_at_step"), config.get("crash_marker")
     if at is not None and step == at and marker and not Path(marker).exists():
+        time.sleep(float(config.get("crash_delay_s", 5.0)))
         Path(marker).write_text(str(step))
         os._exit(1)
 
