@@ -88,6 +88,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks: `bench replay` trains the routers on the replay split and evaluates them."""
+    import ray
+
+    from lookahead_ray.evaluation.replay import TRAINED, run_replay
+
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    routers = tuple(args.routers.split(",")) if args.routers else TRAINED
+    command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+    run_replay(args.data, args.seeds, args.full, args.out, args.runs, args.configs, routers,
+               mlflow_enabled=not args.no_mlflow, command=command)
+    return 0
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
     parser.add_argument("--split", default="test", choices=["test", "all"],
@@ -128,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("bench", help=cmd_bench.__doc__)
+    p.add_argument("name", choices=["replay"], help="which benchmark")
+    p.add_argument("--data", required=True, help="a release folder or an imported dataset")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..n-1")
+    p.add_argument("--full", action="store_true", help="the paper's GPU settings (configs/replay-*-gpu.yaml)")
+    p.add_argument("--routers", default=None, help="comma-separated subset of mlc,lookahead-mlm,lookahead-clm")
+    p.add_argument("--out", default="benchmarks/results", help="folder for replay.json/.md/.png")
+    p.add_argument("--runs", default="runs/replay", help="checkpoints go to RUNS/<router>/")
+    p.add_argument("--configs", default="configs", help="folder of the replay-*.yaml configs")
+    p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("report", help=cmd_report.__doc__)
     p.add_argument("--routers", default="oracle,best-single,random,knn", help="comma-separated router names")
     _data_arguments(p)
@@ -140,6 +168,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "train": cmd_train,
+    "bench": cmd_bench,
 }
 
 

@@ -59,6 +59,18 @@ def records(frame) -> list[dict[str, Any]]:
     ]
 
 
+def mixed_precision(device: torch.device):
+    """(autocast context factory, GradScaler or None): bf16 on a GPU that has it, else fp16 + scaler;
+    full precision on the CPU."""
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
 def average_gradients(model: torch.nn.Module) -> None:
     """Mean of the gradients over workers (plain all-reduce: the loss calls custom methods, not forward)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -157,6 +169,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(f"[train] rank {rank}: resumed from step {state['step']}", flush=True)
     model = ray.train.torch.prepare_model(model, parallel_strategy=None)  # device only; grads averaged below
     device = next(model.parameters()).device
+    autocast, scaler = mixed_precision(device)
     sink = MlflowSink(config.get("mlflow_run_id"), config.get("mlflow_uri"), rank)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
@@ -167,16 +180,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue  # already trained on before the restart
             rate = step_mask_rate(cfg, step, steps)
             batch = {k: v.to(device) for k, v in collate(model, cfg, records(frame), rate).items()}
-            loss = micro_loss(model, cfg, batch)
-            (loss.total / cfg.grad_accum).backward()
+            with autocast():
+                loss = micro_loss(model, cfg, batch)
+            scaled = loss.total / cfg.grad_accum
+            (scaler.scale(scaled) if scaler else scaled).backward()
             running.append([float(loss.total), float(loss.routing), float(loss.aux)])
             micro += 1
             state["micro_in_epoch"] = index + 1
             if micro % cfg.grad_accum:
                 continue
             average_gradients(model)
+            if scaler:
+                scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

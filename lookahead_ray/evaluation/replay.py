@@ -1,0 +1,154 @@
+"""The replay benchmark: train MLC, Lookahead-MLM and Lookahead-CLM on the replay train split of
+the release, evaluate them and the baselines on its test split, and write JSON, Markdown and a PNG.
+
+    lookahead-ray bench replay --data ../shared/data/lookahead-release [--seeds 3] [--full]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookahead_ray.config import DataConfig, load_train_config
+from lookahead_ray.evaluation.evaluate import evaluate, load_frame
+
+TRAINED = ("mlc", "lookahead-mlm", "lookahead-clm")
+BASELINES = ("oracle", "best-single", "random", "knn")
+ACCURACY_SETS = ("GSM8K", "MATH", "HumanEval", "MBPP")
+CONFIG_FILES = {"mlc": "replay-mlc", "lookahead-mlm": "replay-mlm", "lookahead-clm": "replay-clm"}
+
+
+def config_path(router: str, full: bool, config_dir: Path) -> Path:
+    return config_dir / f"{CONFIG_FILES[router]}-{'gpu' if full else 'cpu'}.yaml"
+
+
+def mean_normalized(result: dict[str, Any]) -> float:
+    """The average normalised score over the accuracy benchmarks present (the issue's target)."""
+    values = [result["benchmarks"][b]["normalized"] for b in ACCURACY_SETS if b in result["benchmarks"]]
+    return float(np.mean(values))
+
+
+def single_correct_margin(result: dict[str, Any]) -> dict[str, float]:
+    """Wins and losses vs best-single on queries where exactly one candidate is correct, pooled."""
+    wins = losses = n = 0.0
+    for b in ACCURACY_SETS:
+        if b in result["benchmarks"]:
+            bucket = result["benchmarks"][b]["margin_vs_best_single"]["1"]
+            wins, losses, n = wins + bucket["wins"], losses + bucket["losses"], n + bucket["n"]
+    return {"n": n, "wins": wins, "losses": losses, "margin": (wins - losses) / n if n else 0.0}
+
+
+def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, runs: Path,
+              mlflow_enabled: bool) -> tuple[str, float]:
+    """Train one router for one seed; returns (best checkpoint path, seconds)."""
+    from lookahead_ray.training.trainer import train
+
+    cfg = load_train_config(config_path(router, full, config_dir), dataset=data, seed=seed,
+                            storage_path=str(runs / router), name=f"seed{seed}")
+    start = time.perf_counter()
+    outcome = train(cfg, mlflow_enabled=mlflow_enabled)
+    return outcome.best_checkpoint, time.perf_counter() - start
+
+
+def summarize(trained: dict[str, list[dict]], baselines: dict[str, dict]) -> dict[str, Any]:
+    """Per router: mean and std of the average normalised score over seeds, gap to oracle,
+    margins vs MLC, and the single-correct margin vs best-single."""
+    summary: dict[str, Any] = {}
+    for router, results in trained.items():
+        scores = [mean_normalized(r) for r in results]
+        summary[router] = {
+            "avg_normalized_mean": float(np.mean(scores)),
+            "avg_normalized_std": float(np.std(scores)),
+            "gap_to_oracle": float(1.0 - np.mean(scores)),
+            "beats_random": bool(np.mean(scores) > 0.0),
+            "single_correct_margin": single_correct_margin(results[-1]),
+        }
+    if "mlc" in trained:
+        mlc = np.array([mean_normalized(r) for r in trained["mlc"]])
+        for router in ("lookahead-mlm", "lookahead-clm"):
+            if router in trained:
+                diff = np.array([mean_normalized(r) for r in trained[router]]) - mlc
+                summary[router]["margin_vs_mlc_mean"] = float(diff.mean())
+                summary[router]["margin_vs_mlc_std"] = float(diff.std())
+                summary[router]["beats_mlc"] = bool(diff.mean() > 0.0)
+    for name, result in baselines.items():
+        summary[name] = {"avg_normalized_mean": mean_normalized(result), "gap_to_oracle": 1.0 - mean_normalized(result)}
+    return summary
+
+
+def markdown_table(trained: dict[str, list[dict]], baselines: dict[str, dict], summary: dict[str, Any]) -> str:
+    """Normalised score per benchmark (mean over seeds) per router, with the average and its std."""
+    rows = {**{k: [v] for k, v in baselines.items()}, **trained}
+    benchmarks = [b for b in ACCURACY_SETS if b in next(iter(rows.values()))[0]["benchmarks"]]
+    lines = ["| router | " + " | ".join(benchmarks) + " | avg normalised | ± std (seeds) |",
+             "|---|" + "---:|" * (len(benchmarks) + 2)]
+    for router, results in rows.items():
+        cells = [f"{np.mean([r['benchmarks'][b]['normalized'] for r in results]):.3f}" for b in benchmarks]
+        std = summary[router].get("avg_normalized_std")
+        lines.append(f"| {router} | " + " | ".join(cells) +
+                     f" | {summary[router]['avg_normalized_mean']:.3f} | {'' if std is None else f'{std:.3f}'} |")
+    return "\n".join(lines)
+
+
+def bar_chart(trained: dict[str, list[dict]], baselines: dict[str, dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {**{k: [v] for k, v in baselines.items() if k != "oracle"}, **trained}
+    benchmarks = [b for b in ACCURACY_SETS if b in next(iter(rows.values()))[0]["benchmarks"]]
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for i, (router, results) in enumerate(rows.items()):
+        values = [np.mean([r["benchmarks"][b]["normalized"] for r in results]) for b in benchmarks]
+        ax.bar(np.arange(len(benchmarks)) + i * width, values, width, label=router)
+    ax.set_xticks(np.arange(len(benchmarks)) + width * (len(rows) - 1) / 2, benchmarks)
+    ax.set_ylabel("normalised score (random 0, oracle 1)")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title("Replay benchmark: test split of the shared release")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "benchmarks/results",
+               runs_dir: str = "runs/replay", config_dir: str = "configs", routers: tuple[str, ...] = TRAINED,
+               mlflow_enabled: bool = True, command: str = "") -> dict[str, Any]:
+    """Train every router for every seed, evaluate all on the test split, write the outputs."""
+    out, runs, configs = Path(out_dir), Path(runs_dir), Path(config_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load_frame(data, DataConfig())
+    trained: dict[str, list[dict]] = {r: [] for r in routers}
+    checkpoints: dict[str, list[str]] = {r: [] for r in routers}
+    seconds: dict[str, list[float]] = {r: [] for r in routers}
+    for seed in range(seeds):
+        for router in routers:
+            print(f"[replay] seed {seed}: training {router}", flush=True)
+            checkpoint, took = train_one(router, seed, data, full, configs, runs, mlflow_enabled)
+            checkpoints[router].append(checkpoint)
+            seconds[router].append(took)
+            print(f"[replay] seed {seed}: evaluating {router} ({took / 60:.1f} min to train)", flush=True)
+            trained[router].append(evaluate(router, frame, "test", options={"checkpoint": checkpoint}))
+    baselines = {}
+    for name in BASELINES:
+        print(f"[replay] evaluating baseline {name}", flush=True)
+        baselines[name] = evaluate(name, frame, "test")
+    summary = summarize(trained, baselines)
+    result = {"command": command, "data": data, "seeds": seeds, "full": full,
+              "configs": {r: str(config_path(r, full, configs)) for r in routers},
+              "best_checkpoints": checkpoints, "train_seconds": seconds, "summary": summary,
+              "trained": trained, "baselines": baselines}
+    (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown_table(trained, baselines, summary)
+    (out / "replay.md").write_text(f"`{command}`\n\n{table}\n")
+    bar_chart(trained, baselines, out / "replay.png")
+    print(table)
+    print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
+    return result
