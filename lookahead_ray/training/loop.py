@@ -174,6 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
     running, micro, step = [], 0, state["step"]
+    started, state_start = time.perf_counter(), state["step"]
     while step < steps:
         for index, frame in enumerate(train_shard.iter_batches(batch_size=cfg.batch_size, batch_format="pandas")):
             if index < state["micro_in_epoch"]:
@@ -206,6 +207,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             running = []
             sink.log({"loss": total, "loss_routing": routing, "loss_response": aux, "mask_rate": rate,
                       "lr": scheduler.get_last_lr()[0]}, step)
+            if rank == 0 and (step % 10 == 0 or step == 1):
+                pace = (time.perf_counter() - started) / max(step - state_start, 1)
+                print(f"[train] step {step}/{steps} loss {total:.4f} mask_rate {rate:.2f} "
+                      f"({pace:.2f} s/step, ~{pace * (steps - step) / 60:.1f} min left)", flush=True)
             if step % cfg.eval_every == 0 or step == steps:
                 report(model, spec, optimizer, scheduler, state, val_shard, sink, rank, step, rate)
             maybe_crash(config, step)
