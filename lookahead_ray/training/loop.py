@@ -185,7 +185,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss = micro_loss(model, cfg, batch)
             scaled = loss.total / cfg.grad_accum
             (scaler.scale(scaled) if scaler else scaled).backward()
-            running.append([float(loss.total), float(loss.routing), float(loss.aux)])
+            running.append([loss.total.item(), loss.routing.item(), loss.aux.item()])
             micro += 1
             state["micro_in_epoch"] = index + 1
             if micro % cfg.grad_accum:
