@@ -6,6 +6,7 @@ the release, evaluate them and the baselines on its test split, and write JSON, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -47,8 +48,12 @@ def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, r
     """Train one router for one seed; returns (best checkpoint path, seconds)."""
     from lookahead_ray.training.trainer import train
 
-    cfg = load_train_config(config_path(router, full, config_dir), dataset=data, seed=seed,
-                            storage_path=str(runs / router), name=f"seed{seed}")
+    path = config_path(router, full, config_dir)
+    # The run folder is keyed by seed and config: a rerun of the same config resumes from its
+    # checkpoints (Ray Train restores a run folder it finds), a changed config starts afresh.
+    digest = hashlib.sha256(f"{path.read_text()}\x00{data}".encode()).hexdigest()[:8]
+    cfg = load_train_config(path, dataset=data, seed=seed, storage_path=str(runs / router),
+                            name=f"seed{seed}-{digest}")
     start = time.perf_counter()
     outcome = train(cfg, mlflow_enabled=mlflow_enabled)
     return outcome.best_checkpoint, time.perf_counter() - start
