@@ -123,37 +123,43 @@ def bar_chart(trained: dict[str, list[dict]], baselines: dict[str, dict], path: 
     return path
 
 
+def write_outputs(out: Path, result: dict[str, Any]) -> str:
+    """replay.json, replay.md and replay.png from what has finished so far; returns the table."""
+    trained = {r: v for r, v in result["trained"].items() if v}
+    summary = summarize(trained, result["baselines"])
+    result["summary"] = summary
+    (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown_table(trained, result["baselines"], summary)
+    (out / "replay.md").write_text(f"`{result['command']}`\n\n{table}\n")
+    bar_chart(trained, result["baselines"], out / "replay.png")
+    return table
+
+
 def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "benchmarks/results",
                runs_dir: str = "runs/replay", config_dir: str = "configs", routers: tuple[str, ...] = TRAINED,
                mlflow_enabled: bool = True, command: str = "") -> dict[str, Any]:
-    """Train every router for every seed, evaluate all on the test split, write the outputs."""
+    """Evaluate the baselines, then train and evaluate every router for every seed on the test
+    split; the outputs are rewritten after each router, so a long run can be read as it goes."""
     out, runs, configs = Path(out_dir), Path(runs_dir), Path(config_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = load_frame(data, DataConfig())
-    trained: dict[str, list[dict]] = {r: [] for r in routers}
-    checkpoints: dict[str, list[str]] = {r: [] for r in routers}
-    seconds: dict[str, list[float]] = {r: [] for r in routers}
+    result: dict[str, Any] = {"command": command, "data": data, "seeds": seeds, "full": full,
+                              "configs": {r: str(config_path(r, full, configs)) for r in routers},
+                              "best_checkpoints": {r: [] for r in routers}, "train_seconds": {r: [] for r in routers},
+                              "summary": {}, "trained": {r: [] for r in routers}, "baselines": {}}
+    for name in BASELINES:
+        print(f"[replay] evaluating baseline {name}", flush=True)
+        result["baselines"][name] = evaluate(name, frame, "test")
     for seed in range(seeds):
         for router in routers:
             print(f"[replay] seed {seed}: training {router}", flush=True)
             checkpoint, took = train_one(router, seed, data, full, configs, runs, mlflow_enabled)
-            checkpoints[router].append(checkpoint)
-            seconds[router].append(took)
+            result["best_checkpoints"][router].append(checkpoint)
+            result["train_seconds"][router].append(took)
             print(f"[replay] seed {seed}: evaluating {router} ({took / 60:.1f} min to train)", flush=True)
-            trained[router].append(evaluate(router, frame, "test", options={"checkpoint": checkpoint}))
-    baselines = {}
-    for name in BASELINES:
-        print(f"[replay] evaluating baseline {name}", flush=True)
-        baselines[name] = evaluate(name, frame, "test")
-    summary = summarize(trained, baselines)
-    result = {"command": command, "data": data, "seeds": seeds, "full": full,
-              "configs": {r: str(config_path(r, full, configs)) for r in routers},
-              "best_checkpoints": checkpoints, "train_seconds": seconds, "summary": summary,
-              "trained": trained, "baselines": baselines}
-    (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table(trained, baselines, summary)
-    (out / "replay.md").write_text(f"`{command}`\n\n{table}\n")
-    bar_chart(trained, baselines, out / "replay.png")
+            result["trained"][router].append(evaluate(router, frame, "test", options={"checkpoint": checkpoint}))
+            write_outputs(out, result)
+    table = write_outputs(out, result)
     print(table)
     print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
     return result
