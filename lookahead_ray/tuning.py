@@ -70,8 +70,9 @@ class SweepConfig:
     """ASHA: 1 / reduction_factor of the trials reaching a rung continue past it."""
     seed: int = 0
     """Seed of Optuna's sampler."""
-    driver_cpus: float = 0.01
-    """CPUs held by each trial's driver (it only launches and watches its Train run; see Ray's Train + Tune guide)."""
+    driver_memory_mb: int = 256
+    """Memory held by each trial's driver, which only launches and watches its Train run: it holds no CPU, so
+    the Train workers get every CPU (with 0.01 CPU per driver, 2 trials on 2 CPUs would leave 0.98 for a worker)."""
     retrain: bool = True
     """Retrain the best config after the sweep and register its best checkpoint."""
     storage_path: str = "runs/tune"
@@ -219,6 +220,28 @@ class SweepOutcome:
     """`models:/<name>/<version>` of the retrained router."""
 
 
+def start_ray(address: str | None) -> None:
+    """Join the Ray cluster at `address`; without one, start a local Ray with its dashboard on a free port.
+
+    When ASHA stops a trial, Ray Train's PlacementGroupCleaner frees the CPUs its workers held; it
+    finds the cluster through the state API (the dashboard). On a machine that runs several Ray
+    instances its auto-detection fails ("Found multiple active Ray instances") and the CPUs stay
+    reserved, so a local Ray tells every worker the dashboard's address (RAY_API_SERVER_ADDRESS).
+    """
+    import socket
+
+    import ray
+
+    if address is not None:
+        ray.init(address=address)
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, runtime_env={"env_vars": env})
+
+
 def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
     """Run the whole sweep on the connected Ray cluster; see the module docstring."""
     import mlflow
@@ -253,7 +276,8 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
     return outcome
 
 
-def evaluations_per_trial(sweep: SweepConfig, base: TrainConfig, steps: int) -> int:
+def evaluations_per_trial(base: TrainConfig, steps: int) -> int:
+    """Reports of a trial that runs to the end: ASHA's max_t."""
     return max(1, math.ceil(steps / base.eval_every))
 
 
@@ -263,11 +287,11 @@ def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    max_t = evaluations_per_trial(sweep, base, context["steps"])
+    max_t = evaluations_per_trial(base, context["steps"])
     trainable = tune.with_parameters(run_trial, base=plain(to_dict(base)), context=context,
                                      train_rows=train_rows, val_rows=val_rows)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": sweep.driver_cpus}),
+        tune.with_resources(trainable, {"CPU": 0, "memory": sweep.driver_memory_mb * 2**20}),
         param_space=tune_space(sweep.space),
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
@@ -329,7 +353,7 @@ def record_trials(results, sweep: SweepConfig, base: TrainConfig, context: dict,
     import mlflow
 
     client = mlflow.MlflowClient(context["uri"])
-    planned = evaluations_per_trial(sweep, base, context["steps"])
+    planned = evaluations_per_trial(base, context["steps"])
     trials = []
     for result in results:
         if result.error is not None or not result.metrics or sweep.metric not in result.metrics:
@@ -347,6 +371,8 @@ def record_trials(results, sweep: SweepConfig, base: TrainConfig, context: dict,
 def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: int) -> dict[str, Any]:
     """The trial's id, MLflow run, params, best reported metric, its checkpoint, and whether ASHA stopped it."""
     frame = result.metrics_dataframe
+    kept = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and Path(p).is_dir())]
+    frame = kept if len(kept) else frame  # Train keeps the 3 best checkpoints; ties may drop the first
     index = frame[sweep.metric].idxmax() if sweep.mode == "max" else frame[sweep.metric].idxmin()
     best = frame.loc[index]
     trial_id = str(result.metrics["trial_id"])
@@ -358,7 +384,7 @@ def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: in
         "params": result.config,
         "best": float(best[sweep.metric]),
         "best_step": int(best["step"]),
-        "checkpoint": best.get("checkpoint_path"),
+        "checkpoint": best["checkpoint_path"] if len(kept) else None,
         "evaluations": int(result.metrics["training_iteration"]),
         "stopped_early": int(result.metrics["training_iteration"]) < planned,
     }
@@ -370,9 +396,10 @@ def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows) -
 
     run_id = row["run_id"]
     rates = metric_points(client, run_id, "mask_rate")
-    planned = [(s, mask_rate(s, steps, cfg.curriculum.r0, cfg.curriculum.warmup_ratio, cfg.curriculum.shape)
-                if cfg.router == "lookahead-mlm" else 1.0) for s in range(steps + 1)]
-    client.log_figure(run_id, line_figure({"logged": rates, "schedule": planned}, "mask rate",
+    c = cfg.curriculum  # the loop logs the rate optimizer step k used, mask_rate(k - 1), at step k
+    planned = [(s + 1, mask_rate(s, steps, c.r0, c.warmup_ratio, c.shape) if cfg.router == "lookahead-mlm" else 1.0)
+               for s in range(steps)]
+    client.log_figure(run_id, line_figure({"schedule": planned, "logged": rates}, "mask rate",
                                           f"curriculum: {cfg.curriculum.shape}, r0={cfg.curriculum.r0:.2f}, "
                                           f"warmup {cfg.curriculum.warmup_ratio:.2f}"), PLOTS[0])
     scores = {key: metric_points(client, run_id, key) for key in ("eval_reward", "eval_label_acc")}
@@ -409,7 +436,8 @@ def line_figure(series: dict[str, list[tuple[int, float]]], ylabel: str, title: 
     axes = figure.subplots()
     for label, points in series.items():
         if points:
-            axes.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
+            axes.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label,
+                      linestyle="--" if label == "schedule" else "-")
     axes.set(xlabel="optimizer step", ylabel=ylabel, title=title)
     axes.legend()
     figure.tight_layout()

@@ -866,3 +866,225 @@ def _normalize(answer: str) -> str:
     text = re.sub(r"\\text\{(.*?)\}", r"\1", text)
     text = re.sub(r"\\[,;! ]|\s+", "", text)
     return text.rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading a generation folder on Ray Data (`lookahead-ray grade`)
+# ---------------------------------------------------------------------------------------------
+
+GRADE_BLOCK_ROWS = 8
+"""Rows per Ray Data block of the grading map: small, so that workers share the code samples."""
+
+
+def completion_body(text: str) -> str:
+    """A raw completion of a function stub: its lines up to the first unindented line."""
+    lines = []
+    for line in text.splitlines():
+        if line.strip() and not line[0].isspace():
+            break
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def code_program(response: str, reference: dict) -> str:
+    """The program to test: the response's code, completing the prompt's stub when it does not
+    define the entry point itself, else preceded by the stub's imports."""
+    code = extract_code(response)
+    entry, prefix = reference.get("entry_point"), reference.get("prefix") or ""
+    if not entry:
+        return code
+    if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
+        imports = [line for line in prefix.splitlines() if line.startswith(("import ", "from "))]
+        return "\n".join(imports + [code])
+    return prefix + completion_body(code)
+
+
+def grade_response(grader: str, reference: dict, response: str, timeout_s: float = 10.0) -> tuple[float, str, str]:
+    """(score, status, message) of one response. grader: math | code | reasoning-gym."""
+    if grader == "math":
+        score = grade_math(response, str(reference["answer"]))
+        found = extract_final_answer(response)
+        return score, "pass" if score else "fail", f"answer {found!r}, expected {reference['answer']!r}"
+    if grader == "code":
+        result = run_code_tests(code_program(response, reference), reference["tests"], timeout_s,
+                                reference.get("entry_point"))
+        return (1.0 if result.passed else 0.0), result.status, result.message
+    if grader == "reasoning-gym":
+        import reasoning_gym
+
+        lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+        answer = lines[-1] if lines else ""
+        score = float(reasoning_gym.get_score_answer_fn(reference["dataset"])(answer, reference["entry"]))
+        return score, "pass" if score >= 1.0 else "fail", f"answer {answer[:100]!r}"
+    raise ValueError(f"grader {grader!r} is not a rule-based grader (reward prompts need --reward-model)")
+
+
+class GradeRows:
+    """Ray Data stage: score, status and message for every row that is not graded by a reward model."""
+
+    def __init__(self, timeout_s: float = 10.0):
+        self.timeout_s = timeout_s
+
+    def __call__(self, batch):
+        scores, statuses, messages = [], [], []
+        for grader, reference, response in zip(batch["grader"], batch["reference"], batch["response"]):
+            if grader == "reward":
+                score, status, message = float("nan"), "pending", "waits for the reward model"
+            else:
+                score, status, message = grade_response(grader, json.loads(reference), response, self.timeout_s)
+            scores.append(score)
+            statuses.append(status)
+            messages.append(message)
+        return batch.assign(score=scores, status=statuses, message=messages)
+
+
+def reward_text(tokenizer, prompt: str, response: str) -> str:
+    """The conversation the reward model reads: its chat template, else plain User/Assistant turns."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return f"User: {prompt}\n\nAssistant: {response}"
+
+
+class RewardModel:
+    """An HF sequence-classification reward model (id, path or alias): one float per (prompt, response).
+
+    The reward is the single logit of a one-label head, else the last label's logit minus the first's.
+    """
+
+    def __init__(self, model: str, batch_size: int = 8, max_length: int = 1024):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from lookahead_ray.backbones import resolve
+
+        path = resolve(model)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        texts = [reward_text(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
+        rewards = []
+        for start in range(0, len(texts), self.batch_size):
+            inputs = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                    truncation=True, max_length=self.max_length)
+            with self.torch.no_grad():
+                logits = self.model(**inputs).logits  # (B, num_labels)
+            reward = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]  # (B,)
+            rewards += [float(x) for x in reward]
+        return rewards
+
+
+class RewardScorer:
+    """Ray Data stage: the reward model's score for the rows whose grader is `reward`."""
+
+    def __init__(self, model: str):
+        self.reward_model = RewardModel(model)
+
+    def __call__(self, batch):
+        todo = (batch["grader"] == "reward").to_numpy()
+        if not todo.any():
+            return batch
+        batch = batch.copy()
+        rewards = self.reward_model.score(list(batch.loc[todo, "prompt"]), list(batch.loc[todo, "response"]))
+        batch.loc[todo, "score"] = rewards
+        batch.loc[todo, "status"] = "scored"
+        batch.loc[todo, "message"] = "reward model"
+        return batch
+
+
+def response_rows(prompts, responses, names: tuple[str, ...]):
+    """One row per (prompt, candidate of the pool), with the prompt's grader and reference.
+
+    Raises, naming an example, when a response is missing or duplicated: rerun generate first.
+    """
+    keys = ["benchmark", "prompt_id"]
+    responses = responses[responses["candidate"].isin(names)]
+    duplicated = responses.duplicated(subset=keys + ["candidate"])
+    if duplicated.any():
+        first = responses[duplicated].iloc[0]
+        raise ValueError(f"duplicate response for ({first.benchmark}, {first.prompt_id}, {first.candidate})")
+    rows = prompts.merge(responses, on=keys, how="left", indicator=False)
+    have = rows.groupby(keys, sort=False)["candidate"].apply(lambda c: set(c.dropna()))
+    missing = [(key, name) for key, got in have.items() for name in names if name not in got]
+    if missing:
+        (benchmark, prompt_id), name = missing[0]
+        raise ValueError(f"{len(missing)} (prompt, candidate) responses are missing, e.g. ({benchmark}, "
+                         f"{prompt_id}, {name}); rerun generate with the same --out to complete them")
+    return rows.reset_index(drop=True)
+
+
+def routing_frame(graded, prompts, names: tuple[str, ...], split_config):
+    """The routing-dataset rows: one per prompt, responses and scores in pool order."""
+    import pandas as pd
+
+    from lookahead_ray.data.splits import assign_split
+
+    by_key = {(r.benchmark, r.prompt_id, r.candidate): r for r in graded.itertuples(index=False)}
+    rows = []
+    for p in prompts.itertuples(index=False):
+        graded_rows = [by_key[(p.benchmark, p.prompt_id, name)] for name in names]
+        aux = {"grader": p.grader,
+               "grades": [{"status": g.status, "message": g.message} for g in graded_rows],
+               "output_tokens": [int(g.output_tokens) for g in graded_rows],
+               "latency_s": [round(float(g.latency_s), 4) for g in graded_rows],
+               "finish_reason": [g.finish_reason for g in graded_rows]}
+        rows.append({"prompt_id": p.prompt_id, "benchmark": p.benchmark, "prompt": p.prompt,
+                     "candidates": list(names), "responses": [g.response for g in graded_rows],
+                     "scores": [float(g.score) for g in graded_rows],
+                     "split": assign_split(p.benchmark, p.prompt_id, split_config), "aux": json.dumps(aux)})
+    return pd.DataFrame(rows)
+
+
+def grade_generation(in_dir, out_dir, config=None, reward_model: str | None = None, workers: int = 2,
+                     timeout_s: float = 10.0):
+    """Grade every response of a generation folder on Ray Data; write the routing dataset."""
+    import dataclasses
+
+    import ray.data
+
+    from lookahead_ray.config import DataConfig, to_dict
+    from lookahead_ray.data.generate import read_generation
+    from lookahead_ray.data.schema import write_dataset
+
+    config = config or DataConfig()
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    prompts, responses, pool = read_generation(in_dir)
+    rows = response_rows(prompts, responses, pool.names)
+    needs_reward = sorted(set(rows.loc[rows["grader"] == "reward", "benchmark"]))
+    if needs_reward and reward_model is None:
+        raise ValueError(f"--reward-model: the prompts of {needs_reward} are graded by a reward model; "
+                         "pass --reward-model ID (an HF sequence-classification model)")
+    blocks = [rows.iloc[i:i + GRADE_BLOCK_ROWS] for i in range(0, len(rows), GRADE_BLOCK_ROWS)]
+    ds = ray.data.from_pandas(blocks).map_batches(
+        GradeRows, fn_constructor_kwargs={"timeout_s": timeout_s}, batch_size=GRADE_BLOCK_ROWS,
+        batch_format="pandas", concurrency=workers, num_cpus=0.5)
+    if needs_reward:
+        ds = ds.map_batches(RewardScorer, fn_constructor_kwargs={"model": reward_model}, batch_size=GRADE_BLOCK_ROWS,
+                            batch_format="pandas", concurrency=1, num_cpus=0.5)
+    frame = routing_frame(ds.to_pandas(), prompts, pool.names, config.split)
+    data_config = DataConfig(candidates=pool.names, labels=config.labels, split=config.split)
+    manifest = {"source": str(in_dir), **to_dict(data_config), "reward_model": reward_model,
+                "pool": [dataclasses.asdict(c) for c in pool.candidates]}
+    write_dataset(frame, out_dir, manifest)
+    return frame
+
+
+def mean_scores(frame):
+    """Mean raw score per benchmark (rows) and candidate (columns) of a routing-dataset frame."""
+    import pandas as pd
+
+    names = list(frame["candidates"].iloc[0])
+    table = pd.DataFrame([list(s) for s in frame["scores"]], columns=names)
+    table["benchmark"] = frame["benchmark"].to_numpy()
+    return table.groupby("benchmark", sort=False).mean()
+
+
+def format_scores(frame) -> str:
+    return mean_scores(frame).to_string(float_format=lambda x: f"{x:.3f}")
