@@ -1,0 +1,48 @@
+"""deployments/*.yaml are valid Serve configs whose `args` are AppArgs, whose pools load, and whose
+`deployments:` entries name exactly deployments that the app builds."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lookahead_ray.config import load_pool
+from lookahead_ray.serving.app import AppArgs, engine_groups, load_app_pool
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "deployments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_serve_config(path, monkeypatch):
+    from ray.serve.schema import ServeDeploySchema
+
+    monkeypatch.chdir(REPO)
+    raw = yaml.safe_load(path.read_text())
+    config = ServeDeploySchema.model_validate(raw)
+    (app,) = config.applications
+    assert app.import_path in ("deployments:app", "lookahead_ray.serving.app:build_app") and app.route_prefix == "/"
+    args = AppArgs.model_validate(app.args)
+    pool = load_app_pool(args.pool)
+    engines = {name for name, _ in engine_groups(pool, "hf").items()}  # names do not depend on the engine here
+    assert {d.name for d in app.deployments} <= {"LookaheadIngress", "LookaheadRouter"} | engines
+    assert engines <= {d.name for d in app.deployments}  # every engine has its replicas/resources set here
+    router = next(d for d in app.deployments if d.name == "LookaheadRouter")
+    assert router.max_ongoing_requests >= args.router_max_batch_size
+
+
+def test_the_cpu_config_serves_the_default_pool():
+    raw = yaml.safe_load((REPO / "deployments" / "config.yaml").read_text())
+    args = AppArgs.model_validate(raw["applications"][0]["args"])
+    assert args.pool == AppArgs().pool == "configs/pool-cpu.yaml"
+    if (REPO / args.pool).exists():
+        assert len(load_pool(REPO / args.pool).candidates) >= 3
+
+
+def test_the_gpu_config_serves_the_papers_candidates_in_order():
+    from lookahead_ray.candidates import PAPER_CANDIDATES
+
+    raw = yaml.safe_load((REPO / "deployments" / "gpu.yaml").read_text())
+    pool = load_app_pool(AppArgs.model_validate(raw["applications"][0]["args"]).pool)
+    assert pool.names == PAPER_CANDIDATES
+    assert all(spec.engine == "vllm" and spec.num_gpus >= 1 for spec in pool.candidates)
