@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: all venv demo test test-unit mlflow-ui serve serve-stop clean
+.PHONY: all venv demo test test-all test-unit mlflow-ui serve serve-stop clean
 
 all: venv
 
@@ -37,12 +37,27 @@ endif
 	touch $@
 
 demo: venv
+	@echo "== 1/6 import the shared release into runs/release (routing-dataset schema)"
 	$(BIN)/lookahead-ray import-release $(DATA) --out runs/release
-	$(BIN)/lookahead-ray report --data runs/release --split test --json runs/baselines-test.json
-	$(BIN)/lookahead-ray report --data runs/release --split all --routers oracle,best-single,random --json runs/baselines-all.json
+	@echo "== 2/6 baseline routers on the replay test split (MLflow: experiment lookahead-ray-evaluate)"
+	$(BIN)/lookahead-ray report --data runs/release --split test --routers oracle,best-single,random,knn --json runs/baselines-test.json
+	@echo "== 3/6 generate: the packaged demo prompts x the default CPU pool (Ray Data, vLLM; resumes)"
+	$(BIN)/lookahead-ray generate --pool configs/pool-cpu.yaml --prompts demo --out runs/demo/generations
+	@echo "== 4/6 grade the generations into runs/demo/dataset (Ray Data, sandboxed code tests)"
+	$(BIN)/lookahead-ray grade --in runs/demo/generations --out runs/demo/dataset
+	@echo "== 5/6 train Lookahead-MLM for the pool (Ray Train; registered as lookahead-router)"
+	$(BIN)/lookahead-ray train --config configs/train-demo-cpu.yaml
+	@echo "== 6/6 serve the app (serve run deployments:app) and query it with the openai client"
+	$(BIN)/python -m lookahead_ray.serving.demo_client --serve
+	@echo "The app stays up for curl on http://127.0.0.1:8000 (stop: make serve-stop)."
 	@echo "MLflow UI on these runs: make mlflow-ui  (then open http://127.0.0.1:5000)"
 
+# The CI tier: unit tests and the integration tests that start Ray, Train and Serve on CPU.
+# Tests marked `slow` (vLLM engines, Tune sweeps, multi-node failure) run with `make test-all`.
 test: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: venv
 	$(BIN)/python -m pytest -q
 
 test-unit: venv

@@ -11,7 +11,7 @@ import pytest
 from lookahead_ray.serving.app import AppArgs, build_app
 from tests.tiny_models import save_tiny_bert
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm,
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]
 
 NAMES = ("smollm2-terse", "smollm2-plain")
