@@ -23,12 +23,12 @@ def use_experiment(name: str) -> str:
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    default_store = uri == f"sqlite:///{Path.cwd() / DEFAULT_DB}"  # (set_tracking_uri exports the env var)
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        location = None
-        if "MLFLOW_TRACKING_URI" not in os.environ:
-            location = (Path.cwd() / DEFAULT_ARTIFACTS).as_uri()
+        location = (Path.cwd() / DEFAULT_ARTIFACTS).as_uri() if default_store else None
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
