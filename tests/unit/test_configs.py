@@ -5,15 +5,20 @@ from pathlib import Path
 import pytest
 
 from lookahead_ray.candidates import PAPER_CANDIDATES
-from lookahead_ray.config import DataConfig, TrainConfig, load_data_config, load_train_config
+from lookahead_ray.config import DataConfig, TrainConfig, load_data_config, load_pool, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted(REPO.glob("configs/train-*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(REPO.glob("configs/train-*.yaml")) + sorted(REPO.glob("configs/replay-*.yaml")),
+                         ids=lambda p: p.name)
 def test_train_configs_load(path):
     cfg = load_train_config(path)
-    assert isinstance(cfg, TrainConfig) and cfg.data.candidates == PAPER_CANDIDATES
+    assert isinstance(cfg, TrainConfig)
+    if path.name == "train-demo-cpu.yaml":  # trains for the default CPU pool, in the pool's order
+        assert cfg.data.candidates == load_pool(REPO / "configs" / "pool-cpu.yaml").names
+    else:
+        assert cfg.data.candidates == PAPER_CANDIDATES
 
 
 def test_replay_config_is_the_default():
