@@ -376,10 +376,6 @@ def release_root(path: str | Path) -> Path:
     raise ReleaseFormatError(f"{path}: not a release folder: expected compressed_data/train or compressed_data/test")
 
 
-def _train_split(directory: Path, prompt_id: str, eval_ids: set[str]) -> str:
-    return "val" if prompt_id in eval_ids else "train"
-
-
 def _read_eval_ids(directory: Path) -> set[str]:
     if _resolve(directory / "eval_ids.json") is None:
         log.warning("%s: no eval_ids.json; every query of this set goes to train", directory)
@@ -420,7 +416,7 @@ def import_release(path: str | Path, config: DataConfig = DataConfig()) -> pd.Da
             continue
         eval_ids = _read_eval_ids(directory)
         rows = _rows(name, read_training_set(directory, candidates), candidates,
-                     lambda pid, d=directory, e=eval_ids: _train_split(d, pid, e))
+                     lambda pid, e=eval_ids: "val" if pid in e else "train")
         frames.append(_checked(rows, name, directory))
     for benchmark, (folder, reader) in TEST_SETS.items():
         directory = root / folder

@@ -101,9 +101,8 @@ def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str
 
 def trained_router(name: str, n_candidates: int, options: dict[str, Any]):
     """A trained router from --checkpoint (a folder or models:/<name>/<version>)."""
-    from lookahead_ray.serving.predictor import RouterPredictor
+    from lookahead_ray.serving.predictor import RouterPredictor, resolve_checkpoint
     from lookahead_ray.training.checkpoint import read_spec
-    from lookahead_ray.serving.predictor import resolve_checkpoint
 
     source = options.get("checkpoint")
     if not source:
