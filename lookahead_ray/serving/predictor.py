@@ -30,18 +30,29 @@ def resolve_checkpoint(source: str) -> str:
     return source
 
 
+def pick_device(device: str) -> torch.device:
+    """"auto": the first CUDA device when torch sees one, else the CPU; otherwise `device` as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA device")
+    return torch.device(device)
+
+
 class RouterPredictor:
     """`score(prompts) -> (B, T)` logits of a trained router, and `route()` with the cost knob."""
 
-    def __init__(self, model: torch.nn.Module, candidates: Sequence[str], batch_size: int = 16) -> None:
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, candidates: Sequence[str], batch_size: int = 16,
+                 device: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
         self.candidates = list(candidates)
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, source: str, batch_size: int = 16) -> "RouterPredictor":
+    def load(cls, source: str, batch_size: int = 16, device: str = "auto") -> "RouterPredictor":
         model, spec = load_router(resolve_checkpoint(source))
-        return cls(model, spec.candidates, batch_size)
+        return cls(model, spec.candidates, batch_size, device)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:
         """The Router interface: a batch with a "prompt" list -> (B, T)."""

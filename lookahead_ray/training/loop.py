@@ -71,6 +71,28 @@ def mixed_precision(device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int):
+    """AdamW and its schedule: linear warmup over warmup_steps_ratio of `steps`, then cosine decay."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_steps_ratio * steps), steps)
+
+
+def apply_update(model: torch.nn.Module, optimizer, scheduler, scaler, max_grad_norm: float) -> None:
+    """One optimizer step from the accumulated gradients: (unscale,) clip, step, schedule, zero."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def average_gradients(model: torch.nn.Module) -> None:
     """Mean of the gradients over workers (plain all-reduce: the loss calls custom methods, not forward)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -153,10 +175,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed + rank)
 
     model = build_router(spec).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from transformers import get_cosine_schedule_with_warmup
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_steps_ratio * steps), steps)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -191,16 +210,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if micro % cfg.grad_accum:
                 continue
             average_gradients(model)
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_update(model, optimizer, scheduler, scaler, cfg.max_grad_norm)
             step += 1
             state["step"] = step
             total, routing, aux = np.mean(running, axis=0)

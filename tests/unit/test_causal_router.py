@@ -152,20 +152,23 @@ def test_one_pass_inputs_exact():
 def separate_pass_logits(router, prompts):
     """The reference: one forward pass per (prompt, candidate), `prompt <Model_t>`, no padding."""
     rows = []
+    device = router.head.weight.device
     with torch.no_grad():
         for prompt in prompts:
             ids = router.tokenizer(prompt)["input_ids"]
             row = []
             for token_id in router.model_token_ids.tolist():
-                hidden = router.lm.base_model(input_ids=torch.tensor([ids + [token_id]])).last_hidden_state
+                hidden = router.lm.base_model(input_ids=torch.tensor([ids + [token_id]], device=device)).last_hidden_state
                 row.append(router.head(hidden[0, -1]).item())
             rows.append(row)
     return torch.tensor(rows)  # (B, T)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA")])])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_one_pass_scores_equal_separate_passes(attention):
-    router = tiny_router(n_candidates=3, attention=attention).eval()
+def test_one_pass_scores_equal_separate_passes(attention, device):
+    router = tiny_router(n_candidates=3, attention=attention).to(device).eval()
     with torch.no_grad():
         router.head.weight.mul_(20.0)  # make the test sensitive: logits of order 10, not 0.1
     examples = [
@@ -179,10 +182,10 @@ def test_one_pass_scores_equal_separate_passes(attention):
     assert reference.abs().max() > 1.0
     torch.testing.assert_close(scores, reference, atol=1e-4, rtol=0)
     # the training rows (with responses, right-padded) give the same routing logits: causality
-    batch = collate(examples)
+    batch = {k: v.to(device) for k, v in collate(examples).items()}
     with torch.no_grad():
         routing, _ = router(batch["input_ids"], batch["attention_mask"], batch["id_positions"])
-    torch.testing.assert_close(routing, reference, atol=1e-4, rtol=0)
+    torch.testing.assert_close(routing.cpu(), reference, atol=1e-4, rtol=0)
 
 
 def test_score_takes_the_evaluations_raw_batches():
