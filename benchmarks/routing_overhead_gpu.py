@@ -81,7 +81,7 @@ def random_backbone(kind: str, tokenizer_dir: str, out: Path) -> str:
 
 
 def router_predictor(config_file: str, backbone: str | None, candidates: tuple[str, ...], workdir: Path,
-                     device: str):
+                     device: str, precision: str = "float32"):
     """A RouterPredictor on `device` for one replay GPU config (its backbone replaced if given)."""
     from lookahead_ray.config import load_train_config
     from lookahead_ray.serving.predictor import RouterPredictor
@@ -92,7 +92,7 @@ def router_predictor(config_file: str, backbone: str | None, candidates: tuple[s
                       num_layers=cfg.num_layers, max_prompt_len=cfg.max_prompt_len, block_len=cfg.block_len,
                       max_response_len=cfg.max_response_len)
     folder = save_router(build_router(spec), spec, workdir / cfg.router)
-    return RouterPredictor.load(str(folder), batch_size=32, device=device)
+    return RouterPredictor.load(str(folder), batch_size=32, device=device, precision=precision)
 
 
 def candidate_model(name: str | None, tokenizer_dir: str, device: str):
@@ -210,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         backbones = {"lookahead-mlm": bert, "mlc": bert,
                      "lookahead-clm": random_backbone("smollm2-135m", args.tokenizer, workdir / "SmolLM2-135M")}
     files = {"lookahead-mlm": "replay-mlm-gpu.yaml", "mlc": "replay-mlc-gpu.yaml", "lookahead-clm": "replay-clm-gpu.yaml"}
-    predictors = {name: router_predictor(str(Path(args.configs) / files[name]), backbones[name], candidates, workdir,
-                                         args.device) for name in files}
+    predictors = {f"{name}{suffix}": router_predictor(str(Path(args.configs) / files[name]), backbones[name],
+                                                      candidates, workdir / precision, args.device, precision)
+                  for name in files for precision, suffix in (("float32", ""), ("bfloat16", " bf16"))}
     model, tokenizer, label = candidate_model(None if args.random_weights else args.candidate, args.tokenizer, args.device)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     result = {"device": device_name, "candidate": label, "prompts": prompts,
-              "routers": {name: f"{files[name]}, " + (f"{Path(backbones[name]).name} shape, random weights"
-                                                      if backbones[name] else "backbone as configured") for name in files},
+              "routers": {name: f"{files[name.split()[0]]}, " + (f"{Path(backbones[name.split()[0]]).name} shape, random "
+                                                                 "weights" if backbones[name.split()[0]] else
+                                                                 "backbone as configured") for name in predictors},
               "overhead": overhead(predictors, model, tokenizer, prompts)}
     del model
     if args.device == "cuda":

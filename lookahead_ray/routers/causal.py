@@ -7,6 +7,10 @@ all candidates reads the hidden state at `<Model_t>` to predict candidate t's la
 model that hidden state depends only on `prompt <Model_t>`, so at inference no response is needed,
 and all T candidates are scored in one forward pass: the prompt once, then the T ID tokens, each
 attending to the prompt and itself (a 4-D attention mask) at position P, as if it were alone.
+
+Training packs a query the same way: the prompt once, then T blocks `<Model_t> response_t EOS`,
+each attending to the prompt and causally to itself, at the positions it would have alone. The
+logits equal those of T separate rows (a test checks it) for P + T*W tokens instead of T*(P + W).
 """
 
 from __future__ import annotations
@@ -80,17 +84,17 @@ def init_rows_near_mean(
 class CausalCollator:
     """Builds Lookahead-CLM batches; right padding (pad id: pad token, else EOS).
 
-    Training (`__call__`): B*T rows, row b*T + t = `prompt_b <Model_t> response_bt EOS`, the
-    response cut so that response + EOS fit in max_response_len (EOS is kept only if the whole
-    response fits). lm_targets is already shifted: at each position, the id the LM should predict
-    there (-100 where nothing is predicted). id_positions (B*T,) is the index of <Model_t>, which is
-    the prompt length. labels (B, T) when every example has labels.
+    Training (`__call__`), packed: per query the prompt once (prompt_ids, prompt_mask (B, P)) and
+    T blocks (block_ids, block_mask (B, T, W)), block t = `<Model_t> response_t EOS`, the response
+    cut so that response + EOS fit in max_response_len (EOS is kept only if the whole response
+    fits). block_targets (B, T, W) is already shifted: at each slot, the id the LM should predict
+    there (-100 where nothing is predicted). labels (B, T) when every example has labels.
 
     Example (T=2), prompt ids [7, 8], responses [[40], [50, 51]], <Model_0>=90, <Model_1>=91, EOS=2,
     pad=0:
-        input_ids    = [[7, 8, 90, 40,  2,    0],      [7, 8, 91, 50, 51,  2]]
-        lm_targets   = [[-100, -100, 40, 2, -100, -100], [-100, -100, 50, 51, 2, -100]]
-        id_positions = [2, 2]
+        prompt_ids    = [[7, 8]]
+        block_ids     = [[[90, 40, 2, 0], [91, 50, 51, 2]]]
+        block_targets = [[[40, 2, -100, -100], [50, 51, 2, -100]]]
 
     Scoring (`prompts`): prompt_ids and prompt_mask (B, P), right-padded; no responses needed.
     """
@@ -112,19 +116,13 @@ class CausalCollator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows, positions = [], []
-        for example in examples:
-            prompt = self.prompt_ids(example["prompt"])
-            for t, response in enumerate(self.response_ids(example)):
-                rows.append(training_row(prompt, self.model_token_ids[t], response))
-                positions.append(len(prompt))
-        width = max(len(ids) for ids, _ in rows)
-        batch = {
-            "input_ids": torch.tensor([pad_to(ids, width, self.pad_id) for ids, _ in rows]),  # (B*T, S)
-            "attention_mask": torch.tensor([pad_to([1] * len(ids), width, 0) for ids, _ in rows]),  # (B*T, S)
-            "lm_targets": torch.tensor([pad_to(tg, width, IGNORE_INDEX) for _, tg in rows]),  # (B*T, S)
-            "id_positions": torch.tensor(positions),  # (B*T,)
-        }
+        blocks = [[training_block(self.model_token_ids[t], response) for t, response in enumerate(self.response_ids(e))]
+                  for e in examples]
+        width = max(len(ids) for query in blocks for ids, _ in query)
+        batch = self.prompts(examples)
+        batch["block_ids"] = torch.tensor([[pad_to(ids, width, self.pad_id) for ids, _ in q] for q in blocks])  # (B, T, W)
+        batch["block_mask"] = torch.tensor([[pad_to([1] * len(ids), width, 0) for ids, _ in q] for q in blocks])
+        batch["block_targets"] = torch.tensor([[pad_to(tg, width, IGNORE_INDEX) for _, tg in q] for q in blocks])
         if all("labels" in example for example in examples):
             batch["labels"] = torch.tensor([example["labels"] for example in examples], dtype=torch.float)  # (B, T)
         return batch
@@ -151,48 +149,60 @@ class CausalCollator:
         return [(ids + [self.tokenizer.eos_token_id])[: self.max_response_len] for ids in encoded]
 
 
-def training_row(prompt: list[int], model_id: int, response: list[int]) -> tuple[list[int], list[int]]:
-    """`prompt <Model_t> response` and its shifted targets (the response, predicted one step early).
+def training_block(model_id: int, response: list[int]) -> tuple[list[int], list[int]]:
+    """`<Model_t> response` and its shifted targets (the response, predicted one step early).
 
-    >>> training_row([7, 8], 90, [40, 2])
-    ([7, 8, 90, 40, 2], [-100, -100, 40, 2, -100])
+    >>> training_block(90, [40, 2])
+    ([90, 40, 2], [40, 2, -100])
     """
-    ids = prompt + [model_id] + response
-    targets = [IGNORE_INDEX] * len(prompt) + response + [IGNORE_INDEX]
-    return ids, targets
+    return [model_id] + response, response + [IGNORE_INDEX]
 
 
 def pad_to(values: list[int], width: int, pad: int) -> list[int]:
     return values + [pad] * (width - len(values))
 
 
+def block_inputs(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, block_ids: torch.Tensor, block_mask: torch.Tensor,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sequence per query: the prompt (B, P), then T blocks of W slots (B, T, W).
+
+    Returns input_ids (B, P+T*W), an additive attention mask (B, 1, S, S) (0 = attend, dtype min =
+    blocked) and position_ids (B, S). Prompt rows attend causally to real prompt tokens; slot k of
+    block t attends to the real prompt tokens and causally to the real slots of its own block, at
+    position (prompt length + k): it sees exactly what it would see in `prompt block_t` alone.
+    Every row may attend to itself, so no row is fully masked.
+    """
+    batch, width = prompt_ids.shape
+    _, n_blocks, slots = block_ids.shape
+    size, device = width + n_blocks * slots, prompt_ids.device
+    input_ids = torch.cat([prompt_ids, block_ids.reshape(batch, -1)], dim=1)  # (B, S)
+    index = torch.arange(size, device=device)
+    block_of = torch.cat([torch.full((width,), -1, device=device),
+                          torch.arange(n_blocks, device=device).repeat_interleave(slots)])  # (S,): -1 = prompt
+    real = torch.cat([prompt_mask.bool(), block_mask.reshape(batch, -1).bool()], dim=1)  # (B, S)
+    causal = index[:, None] >= index[None, :]  # (S, S)
+    same_block = (block_of[:, None] == block_of[None, :]) | (block_of[None, :] == -1)  # key: own block or prompt
+    itself = torch.eye(size, dtype=torch.bool, device=device)
+    allowed = (causal & same_block)[None] & real[:, None, :] | itself  # (B, S, S)
+    mask = torch.zeros(batch, 1, size, size, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # (B, 1, S, S)
+    lengths = prompt_mask.sum(1, keepdim=True)  # (B, 1)
+    slot = torch.arange(slots, device=device).repeat(n_blocks)  # (T*W,)
+    position_ids = torch.cat([index[:width].expand(batch, -1), lengths + slot[None]], dim=1)  # (B, S)
+    return input_ids, mask, position_ids
+
+
 def one_pass_inputs(
     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, model_token_ids: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs that score all T candidates in one forward pass.
-
-    Returns input_ids (B, P+T) = prompt ⊕ <Model_0..T-1>, an additive attention mask
-    (B, 1, P+T, P+T) (0 = attend, dtype min = blocked) and position_ids (B, P+T). Prompt rows
-    attend causally to real prompt tokens; ID token t attends to the real prompt tokens and
-    itself, at position = prompt length, so it sees exactly what it would see in
-    `prompt <Model_t>` alone. Every row may attend to itself, so no row is fully masked.
-    """
-    batch, width = prompt_ids.shape
-    n_candidates = model_token_ids.shape[0]
-    size = width + n_candidates
-    input_ids = torch.cat([prompt_ids, model_token_ids.to(prompt_ids).expand(batch, -1)], dim=1)  # (B, P+T)
-    index = torch.arange(size, device=prompt_ids.device)
-    key_is_prompt = torch.cat(
-        [prompt_mask.bool(), torch.zeros(batch, n_candidates, dtype=torch.bool, device=prompt_ids.device)], dim=1
-    )  # (B, P+T)
-    causal = index[:, None] >= index[None, :]  # (P+T, P+T)
-    itself = torch.eye(size, dtype=torch.bool, device=prompt_ids.device)  # (P+T, P+T)
-    allowed = (causal[None] & key_is_prompt[:, None, :]) | itself  # (B, P+T, P+T); ID keys: diagonal only
-    mask = torch.zeros(batch, 1, size, size, dtype=dtype, device=prompt_ids.device)
-    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # (B, 1, P+T, P+T)
-    lengths = prompt_mask.sum(1, keepdim=True)  # (B, 1)
-    position_ids = torch.cat([index[:width].expand(batch, -1), lengths.expand(batch, n_candidates)], dim=1)
-    return input_ids, mask, position_ids  # (B, P+T), (B, 1, P+T, P+T), (B, P+T)
+    """Inputs that score all T candidates in one forward pass: `block_inputs` with one-slot blocks,
+    the T ID tokens, so input_ids is (B, P+T) = prompt ⊕ <Model_0..T-1> and ID token t sits at
+    position = prompt length, attending to the real prompt tokens and itself."""
+    batch, n_candidates = prompt_ids.shape[0], model_token_ids.shape[0]
+    ids = model_token_ids.to(prompt_ids).expand(batch, -1)[..., None]  # (B, T, 1)
+    return block_inputs(prompt_ids, prompt_mask, ids, torch.ones_like(ids), dtype)
 
 
 class LookaheadCLM(nn.Module):
@@ -254,26 +264,29 @@ class LookaheadCLM(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        id_positions: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        block_ids: torch.Tensor,
+        block_mask: torch.Tensor,
         target_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Routing logits (B, T) from training rows (B*T, S), row b*T + t holding <Model_t>.
+        """Routing logits (B, T) from packed training batches, block t starting with <Model_t>.
 
-        With `target_mask` (B*T, S) bool, also the LM logits (N, V) at its N true positions, in
-        row-major order (`lm_targets[target_mask]` are their targets); the vocabulary projection
-        runs on those positions only.
+        With `target_mask` (B, T, W) bool, also the LM logits (N, V) at its N true slots, in
+        row-major order (`block_targets[target_mask]` are their targets); the vocabulary projection
+        runs on those slots only.
         """
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        expected = self.model_token_ids.repeat(input_ids.shape[0] // self.n_candidates)  # (B*T,)
-        if input_ids.shape[0] % self.n_candidates or not torch.equal(input_ids[rows, id_positions], expected):
-            raise ValueError("id_positions do not point at <Model_t> tokens in row order b*T + t")
-        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B*T, S, H)
-        routing = self.head(self.dropout(hidden[rows, id_positions])).view(-1, self.n_candidates)  # (B, T)
+        batch, n_blocks, slots = block_ids.shape
+        if n_blocks != self.n_candidates or not torch.equal(block_ids[:, :, 0], self.model_token_ids.expand(batch, -1)):
+            raise ValueError("blocks must start with <Model_t> tokens in candidate order")
+        dtype = self.lm.get_input_embeddings().weight.dtype
+        input_ids, mask, position_ids = block_inputs(prompt_ids, prompt_mask, block_ids, block_mask, dtype)
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        blocks = hidden[:, prompt_ids.shape[1] :].reshape(batch, n_blocks, slots, -1)  # (B, T, W, H)
+        routing = self.head(self.dropout(blocks[:, :, 0])).squeeze(-1)  # (B, T)
         if target_mask is None:
             return routing, None
-        return routing, self.lm.get_output_embeddings()(hidden[target_mask])  # (B, T), (N, V)
+        return routing, self.lm.get_output_embeddings()(blocks[target_mask])  # (B, T), (N, V)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:
         """Routing logits (B, T), float32 on the CPU, all candidates in one forward pass.
@@ -298,7 +311,8 @@ class LookaheadCLM(nn.Module):
             return self.head(self.dropout(id_hidden)).squeeze(-1).float().cpu()  # (B, T)
 
     def training_loss(self, batch: dict[str, Any], aux_weight: float = 0.5) -> LookaheadLoss:
-        target_mask = batch["lm_targets"] != IGNORE_INDEX  # (B*T, S)
-        routing, lm_logits = self(batch["input_ids"], batch["attention_mask"], batch["id_positions"], target_mask)
-        targets = batch["lm_targets"][target_mask]  # (N,)
+        target_mask = batch["block_targets"] != IGNORE_INDEX  # (B, T, W)
+        routing, lm_logits = self(batch["prompt_ids"], batch["prompt_mask"], batch["block_ids"], batch["block_mask"],
+                                  target_mask)
+        targets = batch["block_targets"][target_mask]  # (N,)
         return lookahead_clm_loss(routing, batch["labels"], lm_logits, targets, aux_weight)

@@ -157,6 +157,16 @@ def vocabulary_id(tokenizer: Any, token: str) -> int:
     return token_id
 
 
+def vocabulary_head(mlm: nn.Module) -> Any:
+    """hidden (N, H) -> vocabulary logits (N, V) of a masked LM, for the architectures whose head
+    is known (BERT, ModernBERT, RoBERTa); None for others, which then run their whole forward."""
+    if hasattr(mlm, "cls"):  # BertForMaskedLM
+        return mlm.cls
+    if hasattr(mlm, "decoder") and hasattr(mlm, "head"):  # ModernBertForMaskedLM
+        return lambda hidden: mlm.decoder(mlm.head(hidden))
+    return getattr(mlm, "lm_head", None)  # RobertaForMaskedLM and kin
+
+
 class LookaheadMLM(nn.Module):
     """A masked-LM backbone plus a routing head (dropout + Linear(hidden, T)) on [CLS].
 
@@ -209,16 +219,25 @@ class LookaheadMLM(nn.Module):
         return MaskedCollator(needs_tokenizer(self.tokenizer), self.n_candidates, self.block_len, self.max_prompt_len)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_mlm: bool = True
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_mlm: bool = True,
+        target_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Routing logits (B, T) and MLM logits (B, S, V); with_mlm=False skips the vocabulary head."""
+        """Routing logits (B, T) and MLM logits (B, S, V); with_mlm=False skips the vocabulary head.
+
+        With `target_mask` (B, S) bool, the MLM logits are (N, V) at its N true positions only, in
+        row-major order: the vocabulary projection, the costliest part of the head, runs on the
+        masked tokens alone.
+        """
         self.check_length(input_ids)
-        if with_mlm:
+        head = vocabulary_head(self.mlm)
+        if with_mlm and (target_mask is None or head is None):
             out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
             hidden, mlm_logits = out.hidden_states[-1], out.logits  # (B, S, H), (B, S, V)
+            if target_mask is not None:
+                mlm_logits = mlm_logits[target_mask]  # (N, V)
         else:
             hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mlm_logits = None
+            mlm_logits = head(hidden[target_mask]) if with_mlm else None  # (N, V)
         return self.head(self.dropout(hidden[:, 0])), mlm_logits  # (B, T)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -234,8 +253,10 @@ class LookaheadMLM(nn.Module):
         return routing.float().cpu()
 
     def training_loss(self, batch: dict[str, Any], aux_weight: float = 0.2) -> LookaheadLoss:
-        routing_logits, mlm_logits = self(batch["input_ids"], batch["attention_mask"])
-        return lookahead_mlm_loss(routing_logits, batch["labels"], mlm_logits, batch["mlm_targets"], aux_weight)
+        target_mask = batch["mlm_targets"] != IGNORE_INDEX  # (B, S)
+        routing_logits, mlm_logits = self(batch["input_ids"], batch["attention_mask"], target_mask=target_mask)
+        return lookahead_mlm_loss(routing_logits, batch["labels"], mlm_logits, batch["mlm_targets"][target_mask],
+                                  aux_weight)
 
     def check_length(self, input_ids: torch.Tensor) -> None:
         limit = getattr(self.mlm.config, "max_position_embeddings", None)

@@ -106,6 +106,8 @@ class AppArgs(BaseModel):
     router_batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     router_threads: int | None = None
     """torch threads of the router replica; None: Ray's default for the replica."""
+    router_precision: Literal["float32", "bfloat16"] = "float32"
+    """The router's weights and forward: float32, or bfloat16 (for a router replica on a GPU)."""
     max_model_len: int = Field(default=2048, ge=16)
     """Context length of the engines (prompt + answer)."""
     dtype: str = "auto"
@@ -246,7 +248,7 @@ class LookaheadRouter:
     """
 
     def __init__(self, source: str, tracking_uri: str | None = None, max_batch_size: int = 32,
-                 batch_wait_timeout_s: float = 0.005, threads: int | None = None):
+                 batch_wait_timeout_s: float = 0.005, threads: int | None = None, precision: str = "float32"):
         import torch
 
         from lookahead_ray.serving.predictor import RouterPredictor
@@ -256,7 +258,7 @@ class LookaheadRouter:
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
-        self.predictor = RouterPredictor.load(source, batch_size=max_batch_size)
+        self.predictor = RouterPredictor.load(source, batch_size=max_batch_size, precision=precision)
         self.predictor.score({"prompt": ["warm-up"]})  # the first forward is slow: not on a user's request
         self.score.set_max_batch_size(max_batch_size)
         self.score.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -737,7 +739,7 @@ def build_app(args: AppArgs | dict[str, Any]):
     engines = {name: (vllm_engine if kind == "vllm" else hf_engine)(name, specs, args)
                for name, (kind, specs) in groups.items()}
     router = LookaheadRouter.bind(source, uri, args.router_max_batch_size, args.router_batch_wait_timeout_s,
-                                  args.router_threads)
+                                  args.router_threads, args.router_precision)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     settings = IngressSettings(
         pool=pool, engine_of={s.name: name for name, (_, specs) in groups.items() for s in specs},

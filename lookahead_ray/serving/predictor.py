@@ -30,6 +30,9 @@ def resolve_checkpoint(source: str) -> str:
     return source
 
 
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def pick_device(device: str) -> torch.device:
     """"auto": the first CUDA device when torch sees one, else the CPU; otherwise `device` as given."""
     if device == "auto":
@@ -43,23 +46,27 @@ class RouterPredictor:
     """`score(prompts) -> (B, T)` logits of a trained router, and `route()` with the cost knob."""
 
     def __init__(self, model: torch.nn.Module, candidates: Sequence[str], batch_size: int = 16,
-                 device: str = "auto") -> None:
+                 device: str = "auto", precision: str = "float32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = pick_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, PRECISIONS[precision]).eval()
         self.candidates = list(candidates)
         self.batch_size = batch_size
+        self.precision = precision
 
     @classmethod
-    def load(cls, source: str, batch_size: int = 16, device: str = "auto") -> "RouterPredictor":
+    def load(cls, source: str, batch_size: int = 16, device: str = "auto",
+             precision: str = "float32") -> "RouterPredictor":
         model, spec = load_router(resolve_checkpoint(source))
-        return cls(model, spec.candidates, batch_size, device)
+        return cls(model, spec.candidates, batch_size, device, precision)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The Router interface: a batch with a "prompt" list -> (B, T)."""
+        """The Router interface: a batch with a "prompt" list -> (B, T), float32 on the CPU."""
         prompts = list(batch["prompt"])
         parts = [self.model.score({"prompt": prompts[i : i + self.batch_size]})
                  for i in range(0, len(prompts), self.batch_size)]
-        return torch.cat(parts) if parts else torch.zeros(0, len(self.candidates))
+        return torch.cat(parts).float() if parts else torch.zeros(0, len(self.candidates))
 
     def route(self, prompts: Sequence[str], costs: Sequence[float] | None = None,
               cost_weight: float = 0.0) -> tuple[list[str], np.ndarray]:

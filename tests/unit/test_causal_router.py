@@ -90,31 +90,28 @@ def test_add_model_tokens_fills_rows_for_tokens_the_tokenizer_already_had():
 # --- collation -----------------------------------------------------------------------------------------
 
 
-def test_collator_training_rows_exact():
+def test_collator_training_batch_exact():
     router = tiny_router()
     batch = CausalCollator(router.tokenizer, 2)(EXAMPLES)
-    assert batch["input_ids"].tolist() == [
-        [3, 4, 11, 7, 1, 0],  # hello world <Model_0> a <eos> <pad>
-        [3, 4, 12, 8, 9, 1],  # hello world <Model_1> b c <eos>
-        [5, 11, 9, 10, 1, 0],  # yes <Model_0> c d <eos> <pad>
-        [5, 12, 6, 1, 0, 0],  # yes <Model_1> no <eos> <pad> <pad>
+    assert batch["prompt_ids"].tolist() == [[3, 4], [5, 0]]  # hello world | yes <pad>
+    assert batch["prompt_mask"].tolist() == [[1, 1], [1, 0]]
+    assert batch["block_ids"].tolist() == [
+        [[11, 7, 1, 0], [12, 8, 9, 1]],  # <Model_0> a <eos> <pad> | <Model_1> b c <eos>
+        [[11, 9, 10, 1], [12, 6, 1, 0]],  # <Model_0> c d <eos> | <Model_1> no <eos> <pad>
     ]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6, [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]]
-    assert batch["lm_targets"].tolist() == [
-        [X, X, 7, 1, X, X],
-        [X, X, 8, 9, 1, X],
-        [X, 9, 10, 1, X, X],
-        [X, 6, 1, X, X, X],
+    assert batch["block_mask"].tolist() == [[[1, 1, 1, 0], [1, 1, 1, 1]], [[1, 1, 1, 1], [1, 1, 1, 0]]]
+    assert batch["block_targets"].tolist() == [
+        [[7, 1, X, X], [8, 9, 1, X]],
+        [[9, 10, 1, X], [6, 1, X, X]],
     ]
-    assert batch["id_positions"].tolist() == [2, 2, 1, 1]
     assert batch["labels"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def test_collator_cuts_responses_and_drops_eos_of_cut_ones():
     router = tiny_router()
     batch = CausalCollator(router.tokenizer, 2, max_response_len=2)(EXAMPLES[:1])
-    assert batch["input_ids"].tolist() == [[3, 4, 11, 7, 1], [3, 4, 12, 8, 9]]
-    assert batch["lm_targets"].tolist() == [[X, X, 7, 1, X], [X, X, 8, 9, X]]
+    assert batch["block_ids"].tolist() == [[[11, 7, 1], [12, 8, 9]]]
+    assert batch["block_targets"].tolist() == [[[7, 1, X], [8, 9, X]]]
 
 
 def test_collator_prompts_batch():
@@ -181,11 +178,37 @@ def test_one_pass_scores_equal_separate_passes(attention, device):
     reference = separate_pass_logits(router, [example["prompt"] for example in examples])
     assert reference.abs().max() > 1.0
     torch.testing.assert_close(scores, reference, atol=1e-4, rtol=0)
-    # the training rows (with responses, right-padded) give the same routing logits: causality
+    # the packed training batch (with responses) gives the same routing logits: causality
     batch = {k: v.to(device) for k, v in collate(examples).items()}
     with torch.no_grad():
-        routing, _ = router(batch["input_ids"], batch["attention_mask"], batch["id_positions"])
+        routing, _ = router(batch["prompt_ids"], batch["prompt_mask"], batch["block_ids"], batch["block_mask"])
     torch.testing.assert_close(routing.cpu(), reference, atol=1e-4, rtol=0)
+
+
+def test_packed_training_equals_separate_rows():
+    """Routing logits and the response loss of the packed batch equal T separate rows per query,
+    `prompt <Model_t> response_t`, each in its own forward pass with no padding."""
+    router = tiny_router(n_candidates=3).eval()
+    examples = [
+        {"prompt": "hello world yes no a", "responses": ["a b", "c", "d d d"], "labels": [1.0, 0.0, 0.0]},
+        {"prompt": "b", "responses": ["no", "yes yes", ""], "labels": [0.0, 1.0, 1.0]},
+    ]
+    batch = CausalCollator(router.tokenizer, 3)(examples)
+    target_mask = batch["block_targets"] != X
+    with torch.no_grad():
+        routing, lm_logits = router(batch["prompt_ids"], batch["prompt_mask"], batch["block_ids"], batch["block_mask"],
+                                    target_mask)
+        rows, logits = [], []
+        for b, example in enumerate(examples):
+            prompt = router.tokenizer(example["prompt"])["input_ids"]
+            for t in range(3):
+                block = batch["block_ids"][b, t][batch["block_mask"][b, t].bool()].tolist()
+                hidden = router.lm.base_model(input_ids=torch.tensor([prompt + block])).last_hidden_state[0]
+                rows.append(router.head(hidden[len(prompt)]).item())
+                targets = target_mask[b, t][: len(block)]
+                logits.append(router.lm.get_output_embeddings()(hidden[len(prompt):][targets]))
+    torch.testing.assert_close(routing, torch.tensor(rows).view(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lm_logits, torch.cat(logits), atol=1e-5, rtol=0)  # same slots, same order
 
 
 def test_score_takes_the_evaluations_raw_batches():
@@ -215,8 +238,9 @@ def test_lookahead_clm_loss_weights_the_aux_term_by_0_5():
 def test_training_loss_backward_reaches_the_model_tokens():
     router = tiny_router()
     batch = CausalCollator(router.tokenizer, 2)(EXAMPLES)
-    target_mask = batch["lm_targets"] != X
-    routing, lm_logits = router(batch["input_ids"], batch["attention_mask"], batch["id_positions"], target_mask)
+    target_mask = batch["block_targets"] != X
+    routing, lm_logits = router(batch["prompt_ids"], batch["prompt_mask"], batch["block_ids"], batch["block_mask"],
+                                target_mask)
     assert routing.shape == (2, 2) and lm_logits.shape == (10, 13)  # 2+3+3+2 response tokens incl. EOS; vocab 11 + 2
     loss = router.training_loss(batch)
     loss.total.backward()
@@ -226,11 +250,11 @@ def test_training_loss_backward_reaches_the_model_tokens():
     assert router.head.weight.grad.abs().sum() > 0
 
 
-def test_forward_checks_id_positions():
+def test_forward_checks_the_blocks_start_with_model_tokens():
     router = tiny_router()
     batch = CausalCollator(router.tokenizer, 2)(EXAMPLES)
-    with pytest.raises(ValueError, match="id_positions"):
-        router(batch["input_ids"], batch["attention_mask"], batch["id_positions"] + 1)
+    with pytest.raises(ValueError, match="<Model_t>"):
+        router(batch["prompt_ids"], batch["prompt_mask"], batch["block_ids"].flip(1), batch["block_mask"])
 
 
 def test_from_pretrained_adds_tokens_and_truncates_layers(tmp_path):

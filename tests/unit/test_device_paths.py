@@ -81,3 +81,24 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             pick_device("cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_scoring_stays_close_to_float32(kind, device, backbones, tmp_path):
+    torch.manual_seed(0)
+    spec = spec_for(kind, backbones)
+    folder = save_router(build_router(spec), spec, tmp_path / kind)
+    prompts = [example["prompt"] for example in EXAMPLES]
+    reference = RouterPredictor.load(str(folder), device=device).score({"prompt": prompts})
+    scores = RouterPredictor.load(str(folder), device=device, precision="bfloat16").score({"prompt": prompts})
+    assert scores.dtype == torch.float32 and scores.shape == reference.shape
+    torch.testing.assert_close(scores, reference, atol=0.05, rtol=0.05)
+    assert not torch.equal(scores, reference)  # the forward did run in bfloat16
+
+
+def test_unknown_precision_is_refused(backbones, tmp_path):
+    spec = spec_for("mlc", backbones)
+    folder = save_router(build_router(spec), spec, tmp_path / "mlc")
+    with pytest.raises(ValueError, match="precision"):
+        RouterPredictor.load(str(folder), device="cpu", precision="float16")

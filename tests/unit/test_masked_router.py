@@ -149,6 +149,32 @@ def test_forward_shapes_and_loss_backward(tokenizer):
     assert model.mlm.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
 
+def tiny_modernbert():
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                              num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, cls_token_id=2,
+                              sep_token_id=3, bos_token_id=2, eos_token_id=3)
+    return ModernBertForMaskedLM(config)
+
+
+@pytest.mark.parametrize("backbone", [tiny_mlm, tiny_modernbert])
+def test_vocabulary_projection_on_masked_tokens_only_matches_the_full_head(tokenizer, backbone):
+    model = LookaheadMLM(backbone(), n_candidates=2).eval()
+    batch = MaskedCollator(tokenizer, n_candidates=2, block_len=4)(EXAMPLES, mask_rate=0.5)
+    target_mask = batch["mlm_targets"] != X
+    with torch.no_grad():
+        routing, full = model(batch["input_ids"], batch["attention_mask"])
+        routing_masked, masked = model(batch["input_ids"], batch["attention_mask"], target_mask=target_mask)
+        loss = model.training_loss(batch)
+    assert masked.shape == (int(target_mask.sum()), len(VOCAB)) and int(target_mask.sum()) > 0
+    torch.testing.assert_close(masked, full[target_mask], atol=1e-5, rtol=0)
+    torch.testing.assert_close(routing_masked, routing, atol=1e-6, rtol=0)
+    reference = lookahead_mlm_loss(routing, batch["labels"], full, batch["mlm_targets"])
+    assert loss.total.item() == pytest.approx(reference.total.item(), abs=1e-5)
+
+
 def test_score_is_the_routing_logits_without_the_vocabulary_head(tokenizer):
     model = LookaheadMLM(tiny_mlm(), n_candidates=2).eval()
     collate = MaskedCollator(tokenizer, n_candidates=2, block_len=4)
