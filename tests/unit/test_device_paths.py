@@ -38,6 +38,13 @@ def spec_for(kind: str, backbones: dict[str, str]) -> RouterSpec:
                       max_response_len=8)
 
 
+def saved_router(kind: str, backbones: dict[str, str], tmp_path) -> tuple[str, list[str]]:
+    """(a freshly built router saved as a checkpoint folder, the example prompts)."""
+    torch.manual_seed(0)
+    spec = spec_for(kind, backbones)
+    return str(save_router(build_router(spec), spec, tmp_path / kind)), [example["prompt"] for example in EXAMPLES]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_steps_lower_the_loss_under_the_loops_precision(kind, device, backbones):
@@ -61,12 +68,9 @@ def test_training_steps_lower_the_loss_under_the_loops_precision(kind, device, b
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_predictor_scores_agree_across_devices(kind, device, backbones, tmp_path):
-    torch.manual_seed(0)
-    spec = spec_for(kind, backbones)
-    folder = save_router(build_router(spec), spec, tmp_path / kind)
-    prompts = [example["prompt"] for example in EXAMPLES]
-    reference = RouterPredictor.load(str(folder), device="cpu").score({"prompt": prompts})
-    predictor = RouterPredictor.load(str(folder), device=device)
+    folder, prompts = saved_router(kind, backbones, tmp_path)
+    reference = RouterPredictor.load(folder, device="cpu").score({"prompt": prompts})
+    predictor = RouterPredictor.load(folder, device=device)
     assert next(predictor.model.parameters()).device.type == device
     scores = predictor.score({"prompt": prompts})
     assert scores.device.type == "cpu" and scores.shape == (3, 3)
@@ -86,19 +90,15 @@ def test_pick_device():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_bfloat16_scoring_stays_close_to_float32(kind, device, backbones, tmp_path):
-    torch.manual_seed(0)
-    spec = spec_for(kind, backbones)
-    folder = save_router(build_router(spec), spec, tmp_path / kind)
-    prompts = [example["prompt"] for example in EXAMPLES]
-    reference = RouterPredictor.load(str(folder), device=device).score({"prompt": prompts})
-    scores = RouterPredictor.load(str(folder), device=device, precision="bfloat16").score({"prompt": prompts})
+    folder, prompts = saved_router(kind, backbones, tmp_path)
+    reference = RouterPredictor.load(folder, device=device).score({"prompt": prompts})
+    scores = RouterPredictor.load(folder, device=device, precision="bfloat16").score({"prompt": prompts})
     assert scores.dtype == torch.float32 and scores.shape == reference.shape
     torch.testing.assert_close(scores, reference, atol=0.05, rtol=0.05)
     assert not torch.equal(scores, reference)  # the forward did run in bfloat16
 
 
 def test_unknown_precision_is_refused(backbones, tmp_path):
-    spec = spec_for("mlc", backbones)
-    folder = save_router(build_router(spec), spec, tmp_path / "mlc")
+    folder, _ = saved_router("mlc", backbones, tmp_path)
     with pytest.raises(ValueError, match="precision"):
-        RouterPredictor.load(str(folder), device="cpu", precision="float16")
+        RouterPredictor.load(folder, device="cpu", precision="float16")
