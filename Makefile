@@ -53,7 +53,7 @@ demo: venv
 	@echo "MLflow UI on these runs: make mlflow-ui  (then open http://127.0.0.1:5000)"
 
 # The CI tier: unit tests and the integration tests that start Ray, Train and Serve on CPU.
-# Tests marked `slow` (vLLM engines, Tune sweeps, multi-node failure) run with `make test-all`.
+# Tests marked `slow` (the vLLM Serve app, the end-to-end Tune sweep) run with `make test-all`.
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -220,7 +220,21 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"{path}: cannot read config: {err}") from err
     values.update({k: v for k, v in overrides.items() if v is not None})
+    data = values.get("data")
+    if not (isinstance(data, dict) and "candidates" in data):
+        stored = dataset_candidates(values.get("dataset", TrainConfig.dataset))
+        if stored:  # a generated dataset names its own pool: train for it, in its order
+            values["data"] = {**(data if isinstance(data, dict) else {}), "candidates": stored}
     return from_dict(TrainConfig, values, str(path or "config"))
+
+
+def dataset_candidates(dataset: str | Path) -> list[str] | None:
+    """The candidates an imported or generated dataset's manifest lists; None for a release folder."""
+    from lookahead_ray.data.schema import is_dataset, read_manifest
+
+    if not is_dataset(dataset):
+        return None
+    return list(read_manifest(dataset).get("candidates") or []) or None
 
 
 ENGINES = ("vllm", "hf")

@@ -69,7 +69,6 @@ def spec(name: str, model: str, engine: str) -> CandidateSpec:
 
 
 @pytest.mark.vllm
-@pytest.mark.slow
 def test_vllm_and_transformers_give_identical_greedy_output(ray_local, tiny_model, tmp_path):
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed")

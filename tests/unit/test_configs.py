@@ -44,3 +44,21 @@ def test_train_config_overrides_and_errors(tmp_path):
         load_train_config(path)
     assert TrainConfig(router="lookahead-clm").response_loss_weight == 0.5
     assert TrainConfig(router="lookahead-mlm").response_loss_weight == 0.2
+
+
+def test_train_config_takes_the_candidates_of_a_generated_dataset(tmp_path):
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text('{"candidates": ["smollm2-math", "smollm2-code", "smollm2-chat"]}')
+    config = tmp_path / "t.yaml"
+    config.write_text("router: mlc\n")
+    assert load_train_config(config, dataset=str(dataset)).data.candidates == ("smollm2-math", "smollm2-code",
+                                                                                "smollm2-chat")
+    config.write_text("router: mlc\ndata: {candidates: [smollm2-code, smollm2-math, smollm2-chat]}\n")
+    assert load_train_config(config, dataset=str(dataset)).data.candidates[0] == "smollm2-code"  # the config wins
+    assert load_train_config(config, dataset=str(tmp_path)).data.candidates[0] == "smollm2-code"
+    config.write_text("router: mlc\n")
+    assert load_train_config(config, dataset=str(tmp_path)).data.candidates == PAPER_CANDIDATES  # not a dataset
+    (dataset / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="manifest.json"):
+        load_train_config(config, dataset=str(dataset))
