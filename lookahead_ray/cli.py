@@ -88,6 +88,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def seed_list(text: str | None) -> tuple[int, ...]:
+    """`--seed-list 1,2` -> (1, 2); a bad list is a usage error that names the flag."""
+    if not text:
+        return ()
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--seed-list: expected comma-separated integers, got {text!r}") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seed-list: seeds must be distinct and >= 0, got {text!r}")
+    return seeds
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks: `bench replay` trains the routers on the replay split and evaluates them."""
     import ray
@@ -99,7 +112,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     routers = tuple(args.routers.split(",")) if args.routers else TRAINED
     command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     run_replay(args.data, args.seeds, args.full, args.out, args.runs, args.configs, routers,
-               mlflow_enabled=not args.no_mlflow, command=command)
+               mlflow_enabled=not args.no_mlflow, command=command, seed_list=seed_list(args.seed_list))
     return 0
 
 
@@ -194,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["replay"], help="which benchmark")
     p.add_argument("--data", required=True, help="a release folder or an imported dataset")
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..n-1")
+    p.add_argument("--seed-list", default=None,
+                   help="run only these seeds, e.g. 1,2 (to split --seeds over processes; a later --seeds run "
+                        "collects every finished run)")
     p.add_argument("--full", action="store_true", help="the paper's GPU settings (configs/replay-*-gpu.yaml)")
     p.add_argument("--routers", default=None, help="comma-separated subset of mlc,lookahead-mlm,lookahead-clm")
     p.add_argument("--out", default="benchmarks/results", help="folder for replay.json/.md/.png")

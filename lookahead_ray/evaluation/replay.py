@@ -18,6 +18,7 @@ from lookahead_ray.config import DataConfig, load_train_config
 from lookahead_ray.evaluation.evaluate import evaluate, load_frame
 
 TRAINED = ("mlc", "lookahead-mlm", "lookahead-clm")
+TIME_FILE = "replay_train_seconds.json"
 BASELINES = ("oracle", "best-single", "random", "knn")
 ACCURACY_SETS = ("GSM8K", "MATH", "HumanEval", "MBPP")
 CONFIG_FILES = {"mlc": "replay-mlc", "lookahead-mlm": "replay-mlm", "lookahead-clm": "replay-clm"}
@@ -56,7 +57,23 @@ def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, r
                             name=f"seed{seed}-{digest}")
     start = time.perf_counter()
     outcome = train(cfg, mlflow_enabled=mlflow_enabled)
-    return outcome.best_checkpoint, time.perf_counter() - start
+    return outcome.best_checkpoint, recorded_seconds(runs / router / cfg.name, time.perf_counter() - start)
+
+
+def recorded_seconds(run_dir: Path, took: float) -> float:
+    """The training time of a run folder: the first run that finished it records its time, and a
+    rerun that only resumed the finished run reports that time rather than its own few seconds."""
+    record = run_dir / TIME_FILE
+    if record.is_file():
+        return float(json.loads(record.read_text())["train_seconds"])
+    record.write_text(json.dumps({"train_seconds": took}) + "\n")
+    return took
+
+
+def pooled_margin(margins: list[dict[str, float]]) -> dict[str, float]:
+    """Single-correct wins and losses summed over seeds."""
+    n, wins, losses = (sum(m[key] for m in margins) for key in ("n", "wins", "losses"))
+    return {"n": n, "wins": wins, "losses": losses, "margin": (wins - losses) / n if n else 0.0}
 
 
 def summarize(trained: dict[str, list[dict]], baselines: dict[str, dict]) -> dict[str, Any]:
@@ -70,7 +87,7 @@ def summarize(trained: dict[str, list[dict]], baselines: dict[str, dict]) -> dic
             "avg_normalized_std": float(np.std(scores)),
             "gap_to_oracle": float(1.0 - np.mean(scores)),
             "beats_random": bool(np.mean(scores) > 0.0),
-            "single_correct_margin": single_correct_margin(results[-1]),
+            "single_correct_margin": pooled_margin([single_correct_margin(r) for r in results]),
         }
     if "mlc" in trained:
         mlc = np.array([mean_normalized(r) for r in trained["mlc"]])
@@ -137,20 +154,20 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
 
 def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "benchmarks/results",
                runs_dir: str = "runs/replay", config_dir: str = "configs", routers: tuple[str, ...] = TRAINED,
-               mlflow_enabled: bool = True, command: str = "") -> dict[str, Any]:
+               mlflow_enabled: bool = True, command: str = "", seed_list: tuple[int, ...] = ()) -> dict[str, Any]:
     """Evaluate the baselines, then train and evaluate every router for every seed on the test
     split; the outputs are rewritten after each router, so a long run can be read as it goes."""
     out, runs, configs = Path(out_dir), Path(runs_dir), Path(config_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = load_frame(data, DataConfig())
-    result: dict[str, Any] = {"command": command, "data": data, "seeds": seeds, "full": full,
+    result: dict[str, Any] = {"command": command, "data": data, "seeds": list(seed_list or range(seeds)), "full": full,
                               "configs": {r: str(config_path(r, full, configs)) for r in routers},
                               "best_checkpoints": {r: [] for r in routers}, "train_seconds": {r: [] for r in routers},
                               "summary": {}, "trained": {r: [] for r in routers}, "baselines": {}}
     for name in BASELINES:
         print(f"[replay] evaluating baseline {name}", flush=True)
         result["baselines"][name] = evaluate(name, frame, "test")
-    for seed in range(seeds):
+    for seed in seed_list or range(seeds):
         for router in routers:
             print(f"[replay] seed {seed}: training {router}", flush=True)
             checkpoint, took = train_one(router, seed, data, full, configs, runs, mlflow_enabled)

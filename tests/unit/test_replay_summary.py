@@ -2,7 +2,9 @@
 
 import pytest
 
-from lookahead_ray.evaluation.replay import markdown_table, mean_normalized, single_correct_margin, summarize
+from lookahead_ray.cli import seed_list
+from lookahead_ray.evaluation.replay import (markdown_table, mean_normalized, recorded_seconds, single_correct_margin,
+                                            summarize)
 
 
 def _result(normalized: dict[str, float], wins=1.0, losses=0.0, n=4):
@@ -33,3 +35,25 @@ def test_margins_vs_mlc_over_seeds():
     assert summary["mlc"]["gap_to_oracle"] == pytest.approx(0.8)
     table = markdown_table(trained, baselines, summary)
     assert "| lookahead-mlm | 0.400 | 0.400 | 0.000 |" in table
+
+
+def test_single_correct_margin_pools_seeds():
+    trained = {"mlc": [_result({"GSM8K": 0.1}, wins=3.0, losses=1.0, n=5), _result({"GSM8K": 0.1}, wins=0.0, losses=2.0, n=5)]}
+    margin = summarize(trained, {})["mlc"]["single_correct_margin"]
+    assert margin == {"n": 10, "wins": 3.0, "losses": 3.0, "margin": 0.0}
+
+
+def test_a_resumed_run_reports_the_time_of_the_run_that_trained_it(tmp_path):
+    assert recorded_seconds(tmp_path, 1500.0) == 1500.0  # the first run records its time
+    assert recorded_seconds(tmp_path, 4.0) == 1500.0  # a rerun that only resumed it reports that time
+
+
+@pytest.mark.parametrize("text, expected", [(None, ()), ("2", (2,)), ("1,2", (1, 2))])
+def test_seed_list(text, expected):
+    assert seed_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1,a", "-1", "1,1"])
+def test_bad_seed_list_names_the_flag(text):
+    with pytest.raises(SystemExit, match="--seed-list"):
+        seed_list(text)
