@@ -116,6 +116,24 @@ def markdown_table(trained: dict[str, list[dict]], baselines: dict[str, dict], s
     return "\n".join(lines)
 
 
+def margin_table(summary: dict[str, Any], result: dict[str, Any]) -> str:
+    """Per trained router: margin vs MLC over seeds, gap to oracle, the single-correct record vs
+    best-single (pooled over seeds), and the training minutes of each seed."""
+    lines = ["| router | vs MLC (mean ± std over seeds) | gap to oracle | only one candidate right: wins–losses vs "
+             "best-single (margin) | train minutes per seed |", "|---|---:|---:|---:|---:|"]
+    for router, seconds in result["train_seconds"].items():
+        if router not in summary:
+            continue
+        row = summary[router]
+        versus = (f"{row['margin_vs_mlc_mean']:+.3f} ± {row['margin_vs_mlc_std']:.3f}"
+                  if "margin_vs_mlc_mean" in row else "")
+        single = row["single_correct_margin"]
+        minutes = ", ".join(f"{s / 60:.0f}" for s in seconds)
+        lines.append(f"| {router} | {versus} | {row['gap_to_oracle']:.3f} | {single['wins']:.0f}–{single['losses']:.0f} "
+                     f"({single['margin']:+.3f}) | {minutes} |")
+    return "\n".join(lines)
+
+
 def bar_chart(trained: dict[str, list[dict]], baselines: dict[str, dict], path: Path) -> Path:
     import matplotlib
 
@@ -146,7 +164,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     summary = summarize(trained, result["baselines"])
     result["summary"] = summary
     (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table(trained, result["baselines"], summary)
+    table = markdown_table(trained, result["baselines"], summary) + "\n\n" + margin_table(summary, result)
     (out / "replay.md").write_text(f"`{result['command']}`\n\n{table}\n")
     bar_chart(trained, result["baselines"], out / "replay.png")
     return table

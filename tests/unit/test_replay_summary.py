@@ -3,8 +3,8 @@
 import pytest
 
 from lookahead_ray.cli import seed_list
-from lookahead_ray.evaluation.replay import (markdown_table, mean_normalized, recorded_seconds, single_correct_margin,
-                                            summarize)
+from lookahead_ray.evaluation.replay import (margin_table, markdown_table, mean_normalized, recorded_seconds,
+                                            single_correct_margin, summarize)
 
 
 def _result(normalized: dict[str, float], wins=1.0, losses=0.0, n=4):
@@ -57,3 +57,14 @@ def test_seed_list(text, expected):
 def test_bad_seed_list_names_the_flag(text):
     with pytest.raises(SystemExit, match="--seed-list"):
         seed_list(text)
+
+
+def test_margin_table_rows():
+    trained = {
+        "mlc": [_result({"GSM8K": 0.1}), _result({"GSM8K": 0.3})],
+        "lookahead-mlm": [_result({"GSM8K": 0.4}, wins=2.0, losses=1.0), _result({"GSM8K": 0.4})],
+    }
+    summary = summarize(trained, {})
+    table = margin_table(summary, {"train_seconds": {"mlc": [60.0, 120.0], "lookahead-mlm": [600.0, 660.0]}})
+    assert "| lookahead-mlm | +0.200 ± 0.100 | 0.600 | 3–1 (+0.250) | 10, 11 |" in table
+    assert "| mlc |  | 0.800 | 2–0 (+0.250) | 1, 2 |" in table
