@@ -27,6 +27,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOOKAHEAD_RAY_CACHE", Path.home() / ".cache" / "lookahead-ray")) / "embeddings"
 
 
+def model_fingerprint(model: str) -> str:
+    """What identifies an encoder's weights for the cache: for a local folder its config.json and
+    the names and sizes of its weight files (the same model installed in two virtual environments
+    shares one cache); for a hub id, the id."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    config = folder / "config.json"
+    parts = [config.read_text() if config.is_file() else ""]
+    parts += [f"{f.name}:{f.stat().st_size}" for f in sorted(folder.iterdir())
+              if f.suffix in (".safetensors", ".bin") and f.is_file()]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
 class SentenceEncoder:
     """`encode(texts) -> (N, D) float32` unit vectors; repeated texts come from the cache."""
 
@@ -38,6 +52,7 @@ class SentenceEncoder:
         self.use_cache = use_cache
         self._model = None
         self._tokenizer = None
+        self._fingerprint: str | None = None
 
     def _load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -46,7 +61,9 @@ class SentenceEncoder:
         self._model = AutoModel.from_pretrained(self.model_path).eval()
 
     def _key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.model_path}\x00{self.max_length}\x00{text}".encode()).hexdigest()
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_path)
+        return hashlib.sha256(f"{self._fingerprint}\x00{self.max_length}\x00{text}".encode()).hexdigest()
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Embed in batches of similar length (less padding), returned in the input order."""

@@ -41,3 +41,17 @@ def test_knn_routes_math_and_code_to_their_specialists(release_frame, encoder):
     result = evaluate("knn", frame, "test", options={"k": 5, "encoder": None})
     for benchmark in ("GSM8K", "MBPP"):
         assert result["benchmarks"][benchmark]["routing_accuracy"] >= 0.9, benchmark
+
+
+def test_cache_is_shared_by_copies_of_the_same_model(encoder, tmp_path):
+    """The same weights installed elsewhere (another clone's virtual environment) hit the cache;
+    other weights do not."""
+    import shutil
+
+    first = encoder.encode(["a prompt"])
+    copy = shutil.copytree(encoder.model_path, tmp_path / "copy")
+    from_copy = SentenceEncoder(str(copy))
+    assert np.array_equal(from_copy.encode(["a prompt"]), first) and from_copy._model is None
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
+    changed = SentenceEncoder(str(copy))
+    assert changed._key("a prompt") != from_copy._key("a prompt")
