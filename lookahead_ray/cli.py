@@ -107,10 +107,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from lookahead_ray.evaluation.replay import TRAINED, run_replay
 
+    command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+    if args.merge:
+        from lookahead_ray.evaluation.replay import merge_replays
+
+        merge_replays(args.merge, args.out, command)
+        return 0
+    if not args.data:
+        raise SystemExit("bench replay: --data is required (unless --merge)")
     if not ray.is_initialized():
         ray.init(address=args.address)
     routers = tuple(args.routers.split(",")) if args.routers else TRAINED
-    command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     run_replay(args.data, args.seeds, args.full, args.out, args.runs, args.configs, routers,
                mlflow_enabled=not args.no_mlflow, command=command, seed_list=seed_list(args.seed_list))
     return 0
@@ -205,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help=cmd_bench.__doc__)
     p.add_argument("name", choices=["replay"], help="which benchmark")
-    p.add_argument("--data", required=True, help="a release folder or an imported dataset")
+    p.add_argument("--data", default=None, help="a release folder or an imported dataset")
+    p.add_argument("--merge", nargs="+", default=None, metavar="REPLAY_JSON",
+                   help="no training: merge these replay.json files (seeds run by separate processes) into --out")
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..n-1")
     p.add_argument("--seed-list", default=None,
                    help="run only these seeds, e.g. 1,2 (to split --seeds over processes; a later --seeds run "

@@ -198,3 +198,41 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
     print(table)
     print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
     return result
+
+
+def seeds_of(result: dict[str, Any]) -> list[int]:
+    """The seeds a replay.json holds, in list order: `seeds` is a list, or a count run from 0."""
+    seeds = result["seeds"]
+    return list(seeds) if isinstance(seeds, list) else list(range(seeds))
+
+
+def merge_replays(paths: list[str], out_dir: str, command: str = "") -> dict[str, Any]:
+    """One replay.json/.md/.png from several runs of the benchmark (for example seeds split over
+    processes with --seed-list): per router, the results of each seed, the first file's wins."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for path, part in zip(paths, parts):
+        if part["data"] != parts[0]["data"] or part["full"] != parts[0]["full"]:
+            raise ValueError(f"{path}: another dataset or setting than {paths[0]} ({part['data']}, full={part['full']})")
+    by_seed: dict[str, dict[int, tuple]] = {}
+    for part in parts:
+        for router, results in part["trained"].items():
+            for seed, result, seconds, best in zip(seeds_of(part), results, part["train_seconds"][router],
+                                                   part["best_checkpoints"][router]):
+                by_seed.setdefault(router, {}).setdefault(seed, (result, seconds, best))
+    seeds = sorted({seed for runs in by_seed.values() for seed in runs})
+    routers = [r for r in TRAINED if r in by_seed]
+    missing = [f"{r} seed {s}" for r in routers for s in seeds if s not in by_seed[r]]
+    if missing:
+        raise ValueError(f"the files hold no result for {', '.join(missing)}")
+    result = {"command": command, "data": parts[0]["data"], "seeds": seeds, "full": parts[0]["full"],
+              "merged_from": [part["command"] for part in parts],
+              "configs": {r: parts[0]["configs"].get(r) or next(p["configs"][r] for p in parts if r in p["configs"])
+                          for r in routers},
+              "best_checkpoints": {r: [by_seed[r][s][2] for s in seeds] for r in routers},
+              "train_seconds": {r: [by_seed[r][s][1] for s in seeds] for r in routers},
+              "summary": {}, "trained": {r: [by_seed[r][s][0] for s in seeds] for r in routers},
+              "baselines": parts[0]["baselines"]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_outputs(out, result))
+    return result

@@ -4,7 +4,7 @@ import pytest
 
 from lookahead_ray.cli import seed_list
 from lookahead_ray.evaluation.replay import (margin_table, markdown_table, mean_normalized, recorded_seconds,
-                                            single_correct_margin, summarize)
+                                            merge_replays, single_correct_margin, summarize)
 
 
 def _result(normalized: dict[str, float], wins=1.0, losses=0.0, n=4):
@@ -68,3 +68,32 @@ def test_margin_table_rows():
     table = margin_table(summary, {"train_seconds": {"mlc": [60.0, 120.0], "lookahead-mlm": [600.0, 660.0]}})
     assert "| lookahead-mlm | +0.200 ± 0.100 | 0.600 | 3–1 (+0.250) | 10, 11 |" in table
     assert "| mlc |  | 0.800 | 2–0 (+0.250) | 1, 2 |" in table
+
+
+def _replay(seeds, mlc_scores, mlm_scores, data="release"):
+    return {"command": f"run {seeds}", "data": data, "seeds": seeds, "full": False,
+            "configs": {"mlc": "a.yaml", "lookahead-mlm": "b.yaml"},
+            "best_checkpoints": {"mlc": [f"mlc{v}" for v in mlc_scores], "lookahead-mlm": [f"mlm{v}" for v in mlm_scores]},
+            "train_seconds": {"mlc": [60.0] * len(mlc_scores), "lookahead-mlm": [600.0] * len(mlm_scores)},
+            "trained": {"mlc": [_result({"GSM8K": v}) for v in mlc_scores],
+                        "lookahead-mlm": [_result({"GSM8K": v}) for v in mlm_scores]},
+            "baselines": {"oracle": _result({"GSM8K": 1.0})}}
+
+
+def test_merge_collects_seeds_from_several_runs(tmp_path):
+    import json
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_replay(3, [0.1, 0.3], [0.4, 0.4])))  # a --seeds 3 run stopped after seed 1
+    second.write_text(json.dumps(_replay([2], [0.2], [0.5])))  # --seed-list 2
+    merged = merge_replays([str(first), str(second)], str(tmp_path / "out"))
+    assert merged["seeds"] == [0, 1, 2]
+    assert merged["best_checkpoints"]["mlc"] == ["mlc0.1", "mlc0.3", "mlc0.2"]
+    assert merged["summary"]["lookahead-mlm"]["margin_vs_mlc_mean"] == pytest.approx((0.3 + 0.1 + 0.3) / 3)
+    assert (tmp_path / "out" / "replay.md").is_file() and (tmp_path / "out" / "replay.png").is_file()
+    second.write_text(json.dumps(_replay([2], [0.2], [])))
+    with pytest.raises(ValueError, match="lookahead-mlm seed 2"):
+        merge_replays([str(first), str(second)], str(tmp_path / "out"))
+    second.write_text(json.dumps(_replay([2], [0.2], [0.5], data="other")))
+    with pytest.raises(ValueError, match="b.json: another dataset"):
+        merge_replays([str(first), str(second)], str(tmp_path / "out"))
