@@ -208,7 +208,8 @@ def seeds_of(result: dict[str, Any]) -> list[int]:
 
 def merge_replays(paths: list[str], out_dir: str, command: str = "") -> dict[str, Any]:
     """One replay.json/.md/.png from several runs of the benchmark (for example seeds split over
-    processes with --seed-list): per router, the results of each seed, the first file's wins."""
+    processes with --seed-list): per router, the results of each seed, the first file's wins. Only
+    seeds with a result for every router are kept (the others are listed in `left_out`)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     for path, part in zip(paths, parts):
         if part["data"] != parts[0]["data"] or part["full"] != parts[0]["full"]:
@@ -219,12 +220,16 @@ def merge_replays(paths: list[str], out_dir: str, command: str = "") -> dict[str
             for seed, result, seconds, best in zip(seeds_of(part), results, part["train_seconds"][router],
                                                    part["best_checkpoints"][router]):
                 by_seed.setdefault(router, {}).setdefault(seed, (result, seconds, best))
-    seeds = sorted({seed for runs in by_seed.values() for seed in runs})
     routers = [r for r in TRAINED if r in by_seed]
-    missing = [f"{r} seed {s}" for r in routers for s in seeds if s not in by_seed[r]]
-    if missing:
-        raise ValueError(f"the files hold no result for {', '.join(missing)}")
+    every = sorted({seed for runs in by_seed.values() for seed in runs})
+    seeds = [s for s in every if all(s in by_seed[r] for r in routers)]  # margins pair routers by seed
+    left_out = [f"{r} seed {s}" for r in routers for s in every if s not in seeds and s in by_seed[r]]
+    if not seeds:
+        raise ValueError("no seed has a result for every router")
+    if left_out:
+        print(f"[replay] left out (their seed lacks another router's result): {', '.join(left_out)}")
     result = {"command": command, "data": parts[0]["data"], "seeds": seeds, "full": parts[0]["full"],
+              "left_out": left_out,
               "merged_from": [part["command"] for part in parts],
               "configs": {r: parts[0]["configs"].get(r) or next(p["configs"][r] for p in parts if r in p["configs"])
                           for r in routers},

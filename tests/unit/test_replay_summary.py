@@ -91,9 +91,15 @@ def test_merge_collects_seeds_from_several_runs(tmp_path):
     assert merged["best_checkpoints"]["mlc"] == ["mlc0.1", "mlc0.3", "mlc0.2"]
     assert merged["summary"]["lookahead-mlm"]["margin_vs_mlc_mean"] == pytest.approx((0.3 + 0.1 + 0.3) / 3)
     assert (tmp_path / "out" / "replay.md").is_file() and (tmp_path / "out" / "replay.png").is_file()
-    second.write_text(json.dumps(_replay([2], [0.2], [])))
-    with pytest.raises(ValueError, match="lookahead-mlm seed 2"):
+    second.write_text(json.dumps(_replay([2], [0.2], [])))  # seed 2 lacks the masked router: left out
+    merged = merge_replays([str(first), str(second)], str(tmp_path / "out"))
+    assert merged["seeds"] == [0, 1] and merged["left_out"] == ["mlc seed 2"]
+    assert merged["trained"]["mlc"] == _replay(3, [0.1, 0.3], [])["trained"]["mlc"]
+    second.write_text(json.dumps(_replay([0], [], [0.5])))
+    first.write_text(json.dumps(_replay([1], [0.2], [])))
+    with pytest.raises(ValueError, match="no seed"):
         merge_replays([str(first), str(second)], str(tmp_path / "out"))
+    first.write_text(json.dumps(_replay(3, [0.1, 0.3], [0.4, 0.4])))
     second.write_text(json.dumps(_replay([2], [0.2], [0.5], data="other")))
     with pytest.raises(ValueError, match="b.json: another dataset"):
         merge_replays([str(first), str(second)], str(tmp_path / "out"))
