@@ -111,7 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.merge:
         from lookahead_ray.evaluation.replay import merge_replays
 
-        merge_replays(args.merge, args.out, command)
+        merge_replays(args.merge, args.out, command, tuple(args.routers.split(",")) if args.routers else TRAINED)
         return 0
     if not args.data:
         raise SystemExit("bench replay: --data is required (unless --merge)")

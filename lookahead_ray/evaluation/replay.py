@@ -206,7 +206,8 @@ def seeds_of(result: dict[str, Any]) -> list[int]:
     return list(seeds) if isinstance(seeds, list) else list(range(seeds))
 
 
-def merge_replays(paths: list[str], out_dir: str, command: str = "") -> dict[str, Any]:
+def merge_replays(paths: list[str], out_dir: str, command: str = "",
+                  routers: tuple[str, ...] = TRAINED) -> dict[str, Any]:
     """One replay.json/.md/.png from several runs of the benchmark (for example seeds split over
     processes with --seed-list): per router, the results of each seed, the first file's wins. Only
     seeds with a result for every router are kept (the others are listed in `left_out`)."""
@@ -217,6 +218,8 @@ def merge_replays(paths: list[str], out_dir: str, command: str = "") -> dict[str
     by_seed: dict[str, dict[int, tuple]] = {}
     for part in parts:
         for router, results in part["trained"].items():
+            if router not in routers:
+                continue
             for seed, result, seconds, best in zip(seeds_of(part), results, part["train_seconds"][router],
                                                    part["best_checkpoints"][router]):
                 by_seed.setdefault(router, {}).setdefault(seed, (result, seconds, best))

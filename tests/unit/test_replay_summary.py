@@ -95,6 +95,8 @@ def test_merge_collects_seeds_from_several_runs(tmp_path):
     merged = merge_replays([str(first), str(second)], str(tmp_path / "out"))
     assert merged["seeds"] == [0, 1] and merged["left_out"] == ["mlc seed 2"]
     assert merged["trained"]["mlc"] == _replay(3, [0.1, 0.3], [])["trained"]["mlc"]
+    merged = merge_replays([str(first), str(second)], str(tmp_path / "out"), routers=("mlc",))
+    assert merged["seeds"] == [0, 1, 2] and list(merged["trained"]) == ["mlc"]
     second.write_text(json.dumps(_replay([0], [], [0.5])))
     first.write_text(json.dumps(_replay([1], [0.2], [])))
     with pytest.raises(ValueError, match="no seed"):
