@@ -56,3 +56,16 @@ def save_tiny_llama(path: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def gsm8k_routing_data(root: Path, release_frame, n_train: int, n_val: int) -> tuple[Path, Path]:
+    """(dataset folder, backbone folder): the first n_train train and n_val val GSM8K queries of the
+    release written as a routing dataset, and a 2-layer BERT to route with."""
+    import pandas as pd
+
+    from lookahead_ray.data.schema import write_dataset
+
+    rows = release_frame[release_frame["benchmark"] == "GSM8K"]
+    frame = pd.concat([rows[rows["split"] == "train"].head(n_train), rows[rows["split"] == "val"].head(n_val)])
+    write_dataset(frame, root / "data", {"candidates": list(release_frame["candidates"].iloc[0])})
+    return root / "data", save_tiny_bert(root / "bert")

@@ -53,7 +53,6 @@ class RouterPredictor:
         self.model = model.to(self.device, PRECISIONS[precision]).eval()
         self.candidates = list(candidates)
         self.batch_size = batch_size
-        self.precision = precision
 
     @classmethod
     def load(cls, source: str, batch_size: int = 16, device: str = "auto",

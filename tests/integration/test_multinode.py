@@ -160,16 +160,10 @@ def cluster():
 @pytest.fixture(scope="module")
 def tiny_routing_data(tmp_path_factory, release_frame):
     """32 train and 8 val GSM8K queries of the release, and a 2-layer BERT to route with."""
-    import pandas as pd
+    from tests.tiny_models import gsm8k_routing_data
 
-    from lookahead_ray.data.schema import write_dataset
-    from tests.tiny_models import save_tiny_bert
-
-    rows = release_frame[release_frame["benchmark"] == "GSM8K"]
-    root = tmp_path_factory.mktemp("multinode")
-    frame = pd.concat([rows[rows["split"] == "train"].head(32), rows[rows["split"] == "val"].head(8)])
-    write_dataset(frame, root / "data", {"candidates": list(release_frame["candidates"].iloc[0])})
-    return {"data": str(root / "data"), "backbone": str(save_tiny_bert(root / "bert"))}
+    data, backbone = gsm8k_routing_data(tmp_path_factory.mktemp("multinode"), release_frame, 32, 8)
+    return {"data": str(data), "backbone": str(backbone)}
 
 
 def test_data_job_and_training_survive_losing_a_node(cluster, tiny_routing_data):

@@ -33,16 +33,10 @@ REGISTERED = "tiny-sweep"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, release_frame):
     """24 train and 8 val GSM8K queries of the release, and a 2-layer BERT backbone."""
-    import pandas as pd
+    from tests.tiny_models import gsm8k_routing_data
 
-    from lookahead_ray.data.schema import write_dataset
-    from tests.tiny_models import save_tiny_bert
-
-    rows = release_frame[release_frame["benchmark"] == "GSM8K"]
-    root = tmp_path_factory.mktemp("tune")
-    frame = pd.concat([rows[rows["split"] == "train"].head(24), rows[rows["split"] == "val"].head(8)])
-    write_dataset(frame, root / "data", {"candidates": list(release_frame["candidates"].iloc[0])})
-    return {"data": root / "data", "backbone": save_tiny_bert(root / "bert")}
+    data, backbone = gsm8k_routing_data(tmp_path_factory.mktemp("tune"), release_frame, 24, 8)
+    return {"data": data, "backbone": backbone}
 
 
 def sweep_file(path: Path, backbone: Path) -> Path:
