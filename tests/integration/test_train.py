@@ -39,7 +39,7 @@ def backbones(tmp_path_factory):
 
 @pytest.mark.parametrize("router,backbone", [("lookahead-mlm", "bert"), ("lookahead-clm", "llama"), ("mlc", "bert")])
 def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, tiny_dataset, backbones, tmp_path,
-                                                  mlflow_uri, capsys):
+                                                  mlflow_uri, samples_path, capsys):
     cfg = TrainConfig(router=router, dataset=str(tiny_dataset), backbone=backbones[backbone], max_prompt_len=32,
                       block_len=8, max_response_len=8, batch_size=8, max_steps=4, eval_every=2, lr=1e-3,
                       storage_path=str(tmp_path / "runs"), name=f"t-{router}", max_failures=1,
@@ -68,6 +68,14 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
         result = json.loads(out.read_text())
         assert set(result["benchmarks"]) == {"GSM8K", "MBPP"}
         assert result["benchmarks"]["GSM8K"]["n"] == 10
+
+    # the done-when: a folder in the release layout that training never saw, every split
+    out = tmp_path / "unseen.json"
+    assert main(["evaluate", "--router", router, "--checkpoint", outcome.best_checkpoint, "--data", str(samples_path),
+                 "--split", "all", "--json", str(out), "--no-mlflow"]) == 0
+    unseen = json.loads(out.read_text())["benchmarks"]
+    assert set(unseen) == {"MT-Bench", "AlpacaEval", "ArenaHard"}
+    assert all(0 < unseen[b]["n"] <= 3 and unseen[b]["score"] <= unseen[b]["oracle"] for b in unseen)
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_kind(ray_local, tiny_dataset, backbones, tmp_path, capsys):
