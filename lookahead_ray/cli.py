@@ -105,19 +105,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks: `bench replay` trains the routers on the replay split and evaluates them."""
     import ray
 
-    from lookahead_ray.evaluation.replay import TRAINED, run_replay
+    from lookahead_ray.evaluation.replay import TRAINED, merge_replays, run_replay
 
     command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+    routers = tuple(args.routers.split(",")) if args.routers else TRAINED
     if args.merge:
-        from lookahead_ray.evaluation.replay import merge_replays
-
-        merge_replays(args.merge, args.out, command, tuple(args.routers.split(",")) if args.routers else TRAINED)
+        merge_replays(args.merge, args.out, command, routers)
         return 0
     if not args.data:
         raise SystemExit("bench replay: --data is required (unless --merge)")
     if not ray.is_initialized():
         ray.init(address=args.address)
-    routers = tuple(args.routers.split(",")) if args.routers else TRAINED
     run_replay(args.data, args.seeds, args.full, args.out, args.runs, args.configs, routers,
                mlflow_enabled=not args.no_mlflow, command=command, seed_list=seed_list(args.seed_list))
     return 0
