@@ -168,6 +168,85 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def router_specs(text: str, checkpoint: str | None) -> dict[str, dict]:
+    """`--routers oracle,knn,mlc=PATH` -> {label: options}; a trained name without `=PATH` takes --checkpoint."""
+    specs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, path = item.partition("=")
+        label = name if name not in specs else f"{name}#{len(specs) + 1}"  # two checkpoints of one kind
+        specs[label] = {"router": name, "checkpoint": path or None}
+    for spec in specs.values():
+        if spec["checkpoint"] is None and spec["router"] in ("mlc", "lookahead-mlm", "lookahead-clm"):
+            spec["checkpoint"] = checkpoint
+    return specs
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    """Quality vs cost per router over a sweep of the cost weight; JSON, table and PNG in --out."""
+    from lookahead_ray.data.costs import load_cost_table
+    from lookahead_ray.evaluation.evaluate import load_frame
+    from lookahead_ray.evaluation.frontier import cost_grid, format_frontier, frontier_for, log_frontier, plot_frontier
+
+    config = load_data_config(args.config)
+    costs = load_cost_table(args.costs, config.candidates)
+    options = {"seed": args.seed, "k": args.k}
+    result = frontier_for(load_frame(args.data, config), router_specs(args.routers, args.checkpoint), args.split,
+                          config, costs, args.tokens, options, cost_grid(args.grid_points))
+    result["data"] = str(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_frontier(result)
+    (out / "frontier.md").write_text(f"```\n{table}\n```\n")
+    png = plot_frontier(result, out / "frontier.png")
+    if not args.no_mlflow:
+        result["mlflow_run_id"] = log_frontier(result, png, {"data": str(args.data), "split": args.split,
+                                                             "costs": costs.source, "tokens": args.tokens})
+    (out / "frontier.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table)
+    print(f"wrote {out}/frontier.json, frontier.md, frontier.png")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The cost weight meeting a cost or quality target on --data; written to the Serve config."""
+    from lookahead_ray.data.costs import load_cost_table
+    from lookahead_ray.evaluation.calibrate import check_target, pick_weight, tag_model_version, write_serve_config
+    from lookahead_ray.evaluation.evaluate import load_frame
+    from lookahead_ray.evaluation.frontier import cost_grid, frontier_for
+
+    kind = "cost_share" if args.target_cost_share is not None else "quality_share"
+    target = check_target(kind, args.target_cost_share if kind == "cost_share" else args.target_quality_share)
+    config = load_data_config(args.config)
+    costs = load_cost_table(args.costs, config.candidates)
+    specs = router_specs(args.router, args.checkpoint)
+    result = frontier_for(load_frame(args.data, config), specs, args.split, config, costs, args.tokens,
+                          {"seed": args.seed, "k": args.k}, cost_grid(args.grid_points))
+    calibration = pick_weight(next(iter(result["routers"].values()))["points"], result["reference"], kind, target)
+    if args.serve_config:
+        listed = write_serve_config(args.serve_config, calibration["cost_weight"], args.set_default)
+        calibration["serve_config"] = {"path": args.serve_config, "listed_cost_weights": listed}
+    if args.checkpoint and args.checkpoint.startswith("models:/") and not args.no_mlflow:
+        calibration["model_version"] = tag_model_version(args.checkpoint, calibration, str(args.data), args.split)
+    print(json.dumps(calibration, indent=2))
+    return 0
+
+
+def _cost_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
+    parser.add_argument("--split", default="test", choices=["test", "all", "val"],
+                        help="test: the replay test split; all: every query of the test benchmarks; val: their val rows")
+    parser.add_argument("--config", default=None, help="YAML with candidates, labels and split settings")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint of a trained router (folder or models:/...)")
+    parser.add_argument("--costs", default=None,
+                        help="cost table YAML (configs/costs-release.yaml) or a pool YAML; default: the release table")
+    parser.add_argument("--tokens", default="smollm2", choices=["smollm2", "chars4"],
+                        help="how responses are counted: SmolLM2's tokenizer, or characters / 4")
+    parser.add_argument("--grid-points", type=int, default=101, help="cost weights swept over [0, 1]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random router")
+    parser.add_argument("--k", type=int, default=10, help="neighbours of the knn router")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
     parser.add_argument("--split", default="test", choices=["test", "all"],
@@ -264,6 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--routers", default="oracle,best-single,random,knn", help="comma-separated router names")
     _data_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("frontier", help=cmd_frontier.__doc__)
+    p.add_argument("--routers", default="oracle,best-single,knn",
+                   help="comma-separated: baselines, trained names (with --checkpoint) or NAME=CHECKPOINT")
+    p.add_argument("--out", default="runs/frontier", help="folder for frontier.json/.md/.png")
+    _cost_arguments(p)
+    p.set_defaults(func=cmd_frontier)
+
+    p = sub.add_parser("calibrate", help=cmd_calibrate.__doc__)
+    p.add_argument("--router", required=True, help="one router: a baseline, or a trained name with --checkpoint")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-cost-share", type=float, help="spend at most this share of the best candidate's cost")
+    target.add_argument("--target-quality-share", type=float, help="reach this share of the best candidate's quality")
+    p.add_argument("--serve-config", default="deployments/config.yaml",
+                   help="Serve config whose listed_cost_weights gets the weight ('' to write nothing)")
+    p.add_argument("--set-default", action="store_true", help="also make it the config's default_cost_weight")
+    _cost_arguments(p)
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -276,6 +373,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "generate": cmd_generate,
     "grade": cmd_grade,
+    "frontier": cmd_frontier,
+    "calibrate": cmd_calibrate,
 }
 
 
