@@ -1,4 +1,11 @@
-"""MLflow set-up: a local sqlite store by default, MLFLOW_TRACKING_URI overrides it."""
+"""MLflow set-up: a local sqlite store by default, MLFLOW_TRACKING_URI overrides it.
+
+On a cluster, MLFLOW_TRACKING_URI=http://<head>:5000 names the `mlflow server` that cluster.yaml
+starts on the head; it stores artifacts (checkpoints of registered models) on shared storage and
+serves them over HTTP, so a Train worker or Serve replica on any node reads and writes the same runs.
+`check_tracking` fails a job at its start when that server does not answer or when a file store
+would be a different, empty database on the other nodes.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,41 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def check_tracking(uri: str | None = None, timeout_s: float = 10.0) -> str:
+    """`uri` (default: tracking_uri()) if a job can log to it from every node; else a ValueError naming
+    MLFLOW_TRACKING_URI and the fix. Call it before training, not after."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+                answer.read()
+        except (URLError, OSError) as err:
+            raise ValueError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({err}); start it "
+                             "(cluster.yaml runs `mlflow server --host 0.0.0.0 --port 5000` on the head; "
+                             "`ray attach cluster.yaml -p 5000` shows its UI), fix the host and port, or "
+                             "unset MLFLOW_TRACKING_URI to log into the local sqlite store") from None
+    elif uri.startswith(("sqlite:///", "file:")) or "://" not in uri:
+        check_file_store_shared(uri)
+    return uri
+
+
+def check_file_store_shared(uri: str) -> None:
+    """On a connected multi-node Ray, a sqlite file or ./mlruns folder must be on storage every node sees."""
+    import ray
+
+    from lookahead_ray.storage import check_shared
+
+    if not ray.is_initialized():
+        return
+    path = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else uri.removeprefix("file://")
+    check_shared(path, "MLFLOW_TRACKING_URI", fix="start the tracking server on the head (cluster.yaml) and set "
+                 "MLFLOW_TRACKING_URI=http://<head>:5000 in the job's runtime_env (`ray job submit "
+                 "--runtime-env-json '{\"env_vars\": {\"MLFLOW_TRACKING_URI\": ...}}'`, or `lookahead-ray submit`)")
 
 
 def use_experiment(name: str) -> str:

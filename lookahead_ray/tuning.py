@@ -76,7 +76,8 @@ class SweepConfig:
     retrain: bool = True
     """Retrain the best config after the sweep and register its best checkpoint."""
     storage_path: str = "runs/tune"
-    """Tune's results, the trials' Ray Train runs and best.yaml go under <storage_path>/<sweep name>/."""
+    """Tune's results, the trials' Ray Train runs and best.yaml go under <storage_path>/<sweep name>/: a local
+    path on one machine; on a multi-node cluster s3://<bucket>/<prefix>, gs://... or an NFS path (storage.py)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
@@ -221,19 +222,25 @@ class SweepOutcome:
 
 
 def start_ray(address: str | None) -> None:
-    """Join the Ray cluster at `address`; without one, start a local Ray with its dashboard on a free port.
+    """Join the Ray cluster at `address` (or RAY_ADDRESS); without either, start a local Ray with its
+    dashboard on a free port.
 
-    When ASHA stops a trial, Ray Train's PlacementGroupCleaner frees the CPUs its workers held; it
-    finds the cluster through the state API (the dashboard). On a machine that runs several Ray
-    instances its auto-detection fails ("Found multiple active Ray instances") and the CPUs stay
-    reserved, so a local Ray tells every worker the dashboard's address (RAY_API_SERVER_ADDRESS).
+    When a Train run ends, Train V2's PlacementGroupCleaner (a detached actor) watches its controller
+    through the state API and frees the placement group if the controller died (ASHA stopping a trial).
+    Left alone it resolves the cluster itself: on a machine with several Ray instances that finds the
+    wrong one or fails ("Found multiple active Ray instances"), the CPUs stay reserved and the sweep
+    hangs. So every worker is told this cluster's address: the dashboard's (RAY_API_SERVER_ADDRESS) for
+    a local Ray, the GCS address (RAY_ADDRESS) for a joined one; an ambiguous `auto` fails here.
     """
+    import os
     import socket
 
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS")  # `ray job submit` gives its driver RAY_ADDRESS=auto
     if address is not None:
-        ray.init(address=address)
+        gcs = cluster_address(address)
+        ray.init(address=gcs, runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
         return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -242,18 +249,35 @@ def start_ray(address: str | None) -> None:
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, runtime_env={"env_vars": env})
 
 
+def cluster_address(address: str) -> str:
+    """`host:port` of the GCS that `address` (host:port, auto) names; ValueError naming --address if none
+    or several clusters answer to `auto`."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        return canonicalize_bootstrap_address_or_die(address)
+    except ConnectionError as err:
+        raise ValueError(f"--address {address}: {err} Pass the sweep's cluster explicitly: --address <head-ip>:6379 "
+                         "(or RAY_ADDRESS=<head-ip>:6379)") from None
+
+
 def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
     """Run the whole sweep on the connected Ray cluster; see the module docstring."""
     import mlflow
 
-    from lookahead_ray.tracking import tracking_uri, use_experiment
+    from lookahead_ray.storage import check_reachable, check_shared, is_uri, join, local_path
+    from lookahead_ray.tracking import check_tracking, tracking_uri, use_experiment
     from lookahead_ray.training.data import training_frames
     from lookahead_ray.training.loop import total_steps
 
+    check_reachable(sweep.storage_path, "storage_path")  # fail now, not when the first trial reports
+    check_shared(sweep.storage_path, "storage_path")
+    check_tracking()
     train_rows, val_rows = training_frames(base)
     name = f"{base.router}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root = Path(sweep.storage_path).resolve() / name
-    base = trial_config(base, {}, experiment=experiment_name(base.router), storage_path=str(root / "train"))
+    storage = sweep.storage_path if is_uri(sweep.storage_path) else str(local_path(sweep.storage_path))
+    root = join(storage, name)
+    base = trial_config(base, {}, experiment=experiment_name(base.router), storage_path=join(root, "train"))
     context = {"uri": tracking_uri(), "experiment_id": use_experiment(base.experiment), "sweep": name,
                "steps": total_steps(len(train_rows), base)}
     context["parent_run_id"] = open_parent_run(sweep, base, context)
@@ -261,12 +285,12 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
           f"{len(val_rows)} val prompts, {context['steps']} steps each; MLflow experiment {base.experiment}", flush=True)
     client = mlflow.MlflowClient(context["uri"])
     try:
-        results = fit_tuner(sweep, base, context, train_rows, val_rows, root)
+        results = fit_tuner(sweep, base, context, train_rows, val_rows, name)
         trials = record_trials(results, sweep, base, context, val_rows)
         best = min(trials, key=lambda t: -t["best"] if sweep.mode == "max" else t["best"])
         best_cfg = trial_config(base, best["params"], name=f"{name}-best")
         outcome = SweepOutcome(name, base.experiment, context["parent_run_id"], trials, best["trial_id"],
-                               str(write_config(best_cfg, root / "best.yaml")), best["best"])
+                               write_config(best_cfg, join(root, "best.yaml")), best["best"])
         if sweep.retrain:
             retrain(best_cfg, outcome, context)
         close_parent_run(client, outcome, sweep)
@@ -281,11 +305,13 @@ def evaluations_per_trial(base: TrainConfig, steps: int) -> int:
     return max(1, math.ceil(steps / base.eval_every))
 
 
-def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, val_rows, root: Path):
+def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, val_rows, name: str):
     """Tuner(OptunaSearch + ASHA) over `run_trial`; returns the ResultGrid."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from lookahead_ray.storage import ray_storage
 
     max_t = evaluations_per_trial(base, context["steps"])
     trainable = tune.with_parameters(run_trial, base=plain(to_dict(base)), context=context,
@@ -300,7 +326,7 @@ def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, 
             scheduler=ASHAScheduler(max_t=max_t, grace_period=min(sweep.grace_period, max_t),
                                     reduction_factor=sweep.reduction_factor),
         ),
-        run_config=tune.RunConfig(name=root.name, storage_path=str(root.parent)),
+        run_config=tune.RunConfig(name=name, **ray_storage(sweep.storage_path)),
     )
     return tuner.fit()
 
@@ -352,26 +378,33 @@ def record_trials(results, sweep: SweepConfig, base: TrainConfig, context: dict,
     """One summary row per finished trial; its plots and summary metrics go into its MLflow run."""
     import mlflow
 
+    from lookahead_ray.storage import resolve
+
     client = mlflow.MlflowClient(context["uri"])
+    filesystem = resolve(base.storage_path, "storage_path")[0]  # where the trials' checkpoints are
     planned = evaluations_per_trial(base, context["steps"])
     trials = []
     for result in results:
         if result.error is not None or not result.metrics or sweep.metric not in result.metrics:
             print(f"[tune] trial {result.path} failed: {result.error}", flush=True)
             continue
-        row = trial_summary(result, sweep, client, context, planned)
+        row = trial_summary(result, sweep, client, context, planned, filesystem)
         if row["run_id"] is not None:
-            log_trial_plots(client, row, trial_config(base, row["params"]), context["steps"], val_rows)
+            log_trial_plots(client, row, trial_config(base, row["params"]), context["steps"], val_rows, filesystem)
         trials.append(row)
     if not trials:
         raise RuntimeError(f"sweep {context['sweep']}: every trial failed")
     return trials
 
 
-def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: int) -> dict[str, Any]:
-    """The trial's id, MLflow run, params, best reported metric, its checkpoint, and whether ASHA stopped it."""
+def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: int, filesystem) -> dict[str, Any]:
+    """The trial's id, MLflow run, params, best reported metric, its checkpoint (a path in `filesystem`),
+    and whether ASHA stopped it."""
+    from pyarrow import fs
+
     frame = result.metrics_dataframe
-    kept = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and Path(p).is_dir())]
+    is_dir = lambda p: isinstance(p, str) and filesystem.get_file_info(p).type == fs.FileType.Directory  # noqa: E731
+    kept = frame[frame["checkpoint_path"].map(is_dir)]
     frame = kept if len(kept) else frame  # Train keeps the 3 best checkpoints; ties may drop the first
     index = frame[sweep.metric].idxmax() if sweep.mode == "max" else frame[sweep.metric].idxmin()
     best = frame.loc[index]
@@ -390,7 +423,7 @@ def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: in
     }
 
 
-def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows) -> None:
+def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows, filesystem) -> None:
     """Curriculum rate vs step, val score vs step and pick share on val, as PNGs in the trial's run."""
     from lookahead_ray.curriculum import mask_rate
 
@@ -404,7 +437,7 @@ def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows) -
                                           f"warmup {cfg.curriculum.warmup_ratio:.2f}"), PLOTS[0])
     scores = {key: metric_points(client, run_id, key) for key in ("eval_reward", "eval_label_acc")}
     client.log_figure(run_id, line_figure(scores, "val score", "val score vs step"), PLOTS[1])
-    shares = pick_share(row["checkpoint"], val_rows) if row["checkpoint"] else {}
+    shares = pick_share(row["checkpoint"], val_rows, filesystem) if row["checkpoint"] else {}
     client.log_figure(run_id, bar_figure(shares, f"pick share on val (checkpoint of step {row['best_step']})"),
                       PLOTS[2])
     metrics = {f"pick_share/{name}": share for name, share in shares.items()}
@@ -420,11 +453,15 @@ def metric_points(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
-def pick_share(checkpoint: str, val_rows) -> dict[str, float]:
-    """Share of val prompts the checkpoint's router sends to each candidate."""
+def pick_share(checkpoint: str, val_rows, filesystem=None) -> dict[str, float]:
+    """Share of val prompts the checkpoint's router sends to each candidate (a checkpoint in a bucket is
+    downloaded first: Ray's Checkpoint.as_directory)."""
+    from ray.train import Checkpoint
+
     from lookahead_ray.serving.predictor import RouterPredictor
 
-    predictor = RouterPredictor.load(checkpoint)
+    with Checkpoint(checkpoint, filesystem=filesystem).as_directory() as directory:
+        predictor = RouterPredictor.load(directory)
     picks, _ = predictor.route(list(val_rows["prompt"]))
     return {name: picks.count(name) / max(len(picks), 1) for name in predictor.candidates}
 
@@ -455,12 +492,16 @@ def bar_figure(shares: dict[str, float], title: str):
     return figure
 
 
-def write_config(cfg: TrainConfig, path: Path) -> Path:
-    """`cfg` as YAML: `lookahead-ray train --config PATH` reproduces the run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_config(cfg: TrainConfig, location: str) -> str:
+    """`cfg` as YAML at a local path or URI: `lookahead-ray train --config PATH` reproduces the run."""
+    from lookahead_ray.storage import resolve
+
+    filesystem, path = resolve(location, "storage_path")
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     header = "# The best trial's TrainConfig, written by `lookahead-ray tune`.\n"
-    path.write_text(header + yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False))
-    return path
+    with filesystem.open_output_stream(path) as out:
+        out.write((header + yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False)).encode())
+    return location
 
 
 def retrain(cfg: TrainConfig, outcome: SweepOutcome, context: dict) -> None:
@@ -479,12 +520,20 @@ def close_parent_run(client, outcome: SweepOutcome, sweep: SweepConfig) -> None:
     client.log_metric(run_id, f"best/{sweep.metric}", outcome.best_metric)
     for key, value in flat(best["params"]).items():
         client.log_param(run_id, f"best.{key}", value)
-    client.log_artifact(run_id, outcome.best_config)
+    client.log_text(run_id, config_text(outcome.best_config), "best.yaml")  # best_config may be in a bucket
     client.log_dict(run_id, plain(outcome.trials), "trials.json")
     client.set_tag(run_id, "best_trial", outcome.best_trial)
     if outcome.registered:
         client.set_tag(run_id, "registered", outcome.registered)
     client.set_terminated(run_id, "FINISHED")
+
+
+def config_text(location: str) -> str:
+    from lookahead_ray.storage import resolve
+
+    filesystem, path = resolve(location, "storage_path")
+    with filesystem.open_input_stream(path) as source:
+        return source.read().decode()
 
 
 def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

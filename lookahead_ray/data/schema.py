@@ -69,51 +69,72 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
 
 
-def write_dataset(frame: pd.DataFrame, out_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write one Parquet file per benchmark and the manifest; return `out_dir`."""
-    out_dir = Path(out_dir)
+def write_dataset(frame: pd.DataFrame, out_dir: str | Path, manifest: dict[str, Any]) -> str | Path:
+    """Write one Parquet file per benchmark and the manifest; return `out_dir`.
+
+    `out_dir` is a local path or a URI (s3://, gs://: lookahead_ray.storage), written through pyarrow.fs.
+    """
+    from lookahead_ray.storage import check_reachable, is_uri, resolve
+
     check_rows(frame, str(out_dir))
-    data_dir = out_dir / DATA_DIR
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_reachable(out_dir, "--out")  # a missing bucket fails before any file is written
+    filesystem, root = resolve(out_dir, "--out")
+    data_dir = f"{root}/{DATA_DIR}"
+    filesystem.create_dir(data_dir, recursive=True)
     counts = {}
     for benchmark, part in frame.groupby("benchmark", sort=False):
-        pq.write_table(to_table(part), data_dir / f"{benchmark}.parquet")
+        pq.write_table(to_table(part), f"{data_dir}/{benchmark}.parquet", filesystem=filesystem)
         counts[benchmark] = int(len(part))
     manifest = {**manifest, "counts": counts, "schema": list(COLUMNS)}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out_dir
+    with filesystem.open_output_stream(f"{root}/{MANIFEST}") as out:
+        out.write((json.dumps(manifest, indent=2) + "\n").encode())
+    return out_dir if is_uri(out_dir) else Path(out_dir)
 
 
 def is_dataset(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
+    from pyarrow import fs
+
+    from lookahead_ray.storage import resolve
+
+    filesystem, root = resolve(path, "dataset")
+    return filesystem.get_file_info(f"{root}/{MANIFEST}").type == fs.FileType.File
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    manifest_path = Path(path) / MANIFEST
+    from lookahead_ray.storage import join, resolve
+
+    filesystem, root = resolve(path, "dataset")
     try:
-        return json.loads(manifest_path.read_text())
+        with filesystem.open_input_stream(f"{root}/{MANIFEST}") as source:
+            return json.loads(source.read())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{manifest_path}: cannot read the manifest: {err}") from err
+        raise ValueError(f"{join(path, MANIFEST)}: cannot read the manifest: {err}") from err
 
 
 def read_dataset(path: str | Path, benchmarks: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read an imported routing dataset (all benchmarks, or the named ones) into pandas."""
-    data_dir = Path(path) / DATA_DIR
-    files = sorted(data_dir.glob("*.parquet"))
+    """Read an imported routing dataset (all benchmarks, or the named ones; local or a URI) into pandas."""
+    from pyarrow import fs
+
+    from lookahead_ray.storage import join, resolve
+
+    filesystem, root = resolve(path, "dataset")
+    where = join(path, DATA_DIR)
+    listing = filesystem.get_file_info(fs.FileSelector(f"{root}/{DATA_DIR}", allow_not_found=True))
+    files = sorted(info.path for info in listing if info.path.endswith(".parquet"))
     if benchmarks is not None:
         wanted = set(benchmarks)
-        files = [f for f in files if f.stem in wanted]
+        files = [f for f in files if Path(f).stem in wanted]
     if not files:
-        raise ValueError(f"{data_dir}: no Parquet files of the routing-dataset schema")
+        raise ValueError(f"{where}: no Parquet files of the routing-dataset schema")
     frames = []
     for file in files:
-        table = pq.read_table(file)
+        table = pq.read_table(file, filesystem=filesystem)
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"{file}: missing field(s) {missing}")
         frames.append(table.select(list(COLUMNS)).to_pandas())
     frame = pd.concat(frames, ignore_index=True)
-    check_rows(frame, str(data_dir))
+    check_rows(frame, where)
     return frame
 
 

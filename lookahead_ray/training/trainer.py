@@ -8,13 +8,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from mlflow.entities import Param
 
 from lookahead_ray.config import TrainConfig, to_dict
+from lookahead_ray.data.mix import label_prior
+from lookahead_ray.storage import check_reachable, check_shared, ray_storage
 from lookahead_ray.training.checkpoint import RouterSpec
 from lookahead_ray.training.data import training_frames
 from lookahead_ray.training.loop import total_steps, train_loop_per_worker
@@ -22,10 +26,18 @@ from lookahead_ray.training.loop import total_steps, train_loop_per_worker
 log = logging.getLogger(__name__)
 
 
-def loop_config(cfg: TrainConfig, n_train: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain-dict config each worker receives."""
+SELECT_METRIC = "val_score"
+"""What picks the best checkpoint: the mean per-benchmark normalised score on val (training/selection.py)."""
+
+
+def loop_config(cfg: TrainConfig, train: pd.DataFrame, val: pd.DataFrame,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plain-dict config each worker receives: the config, the router spec, the step count and
+    the val benchmarks (all, in one order for the all-reduce; and the ones that select)."""
     spec = dataclasses.asdict(RouterSpec.from_train_config(cfg))
-    return {"train": to_dict(cfg), "spec": spec, "total_steps": total_steps(n_train, cfg), **(extra or {})}
+    selecting = sorted(set(val.loc[val["selects"], "benchmark"]))
+    return {"train": to_dict(cfg), "spec": spec, "total_steps": total_steps(len(train), cfg),
+            "val_benchmarks": sorted(set(val["benchmark"])), "selecting": selecting, **(extra or {})}
 
 
 def build_trainer(cfg: TrainConfig, train: pd.DataFrame | None = None, val: pd.DataFrame | None = None,
@@ -38,19 +50,34 @@ def build_trainer(cfg: TrainConfig, train: pd.DataFrame | None = None, val: pd.D
     if train is None or val is None:
         train, val = training_frames(cfg)
     resources = {"CPU": cfg.cpus_per_worker}
+    # Train V2 tees every worker print to stdout and to the root logger, so the driver showed each
+    # progress line twice; the workers print their own progress lines, once. Train propagates this
+    # variable from the driver to its controller and workers at fit().
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg, len(train), extra),
+        train_loop_config=loop_config(cfg, train, val, extra),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         datasets={"train": ray.data.from_pandas(train), "val": ray.data.from_pandas(val)},
         run_config=RunConfig(
             name=cfg.name or f"{cfg.router}",
-            storage_path=str(Path(cfg.storage_path).resolve()),
-            checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute="eval_reward",
+            **ray_storage(cfg.storage_path),  # a local path, or s3:// / gs:// with its filesystem
+            checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=SELECT_METRIC,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
+
+
+def check_start(cfg: TrainConfig, mlflow_enabled: bool) -> None:
+    """Fail before any training if the run could not finish: storage unreachable or node-local on a
+    multi-node cluster, or an MLflow tracking URI the workers cannot log to (needs a connected Ray)."""
+    check_reachable(cfg.storage_path, "storage_path")
+    check_shared(cfg.storage_path, "storage_path")
+    if mlflow_enabled:
+        from lookahead_ray.tracking import check_tracking
+
+        check_tracking()
 
 
 @dataclass
@@ -63,25 +90,37 @@ class TrainOutcome:
 
 def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] | None = None) -> TrainOutcome:
     """Fit one router on Ray Train; log the run, its best checkpoint and model version to MLflow."""
+    check_start(cfg, mlflow_enabled)
     train_rows, val_rows = training_frames(cfg)
-    print(f"[train] {cfg.router}: {len(train_rows)} train / {len(val_rows)} val prompts, "
-          f"{total_steps(len(train_rows), cfg)} optimizer steps on {cfg.num_workers} worker(s)", flush=True)
+    steps = total_steps(len(train_rows), cfg)
+    prior = label_prior(np.stack(train_rows["labels"].to_numpy()), tuple(cfg.data.candidates))
+    print(f"[train] {cfg.router}: {len(train_rows)} train / {len(val_rows)} val prompts "
+          f"(selecting: {', '.join(sorted(set(val_rows.loc[val_rows['selects'], 'benchmark'])))}), {steps} "
+          f"optimizer steps, {steps // cfg.evaluation_interval(steps)} evaluations, on {cfg.num_workers} worker(s)",
+          flush=True)
+    print("[train] label prior of the train sample: " + ", ".join(f"{k} {v:.3f}" for k, v in prior.items()), flush=True)
     run_id = uri = None
     if mlflow_enabled:
+        import mlflow
+
         from lookahead_ray.tracking import start_training_run, tracking_uri
 
         uri = tracking_uri()
         run_id = start_training_run(cfg)
+        # The positive-label share per candidate of the rows actually trained on: the score of a
+        # router that ignores the prompt, so a collapsed run reads off against it.
+        mlflow.MlflowClient(uri).log_batch(run_id, params=[Param(f"label_prior.{k}", f"{v:.4f}") for k, v in prior.items()])
     extra = {**(extra or {}), "mlflow_run_id": run_id, "mlflow_uri": uri}
     result = build_trainer(cfg, train_rows, val_rows, extra).fit()
     if result.error is not None:
         raise result.error
-    best = result.get_best_checkpoint("eval_reward", "max") or result.checkpoint
+    best = result.get_best_checkpoint(SELECT_METRIC, "max") or result.checkpoint
     metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics)
     registered = None
     if mlflow_enabled:
         from lookahead_ray.tracking import finish_training_run
 
         registered = finish_training_run(run_id, best.path, metrics, cfg)
-    print(f"[train] best checkpoint {best.path} (eval_reward {metrics.get('eval_reward', float('nan')):.4f})", flush=True)
+    print(f"[train] best checkpoint {best.path} ({SELECT_METRIC} {metrics.get(SELECT_METRIC, float('nan')):.4f} "
+          f"± {metrics.get('val_score_se', float('nan')):.4f})", flush=True)
     return TrainOutcome(best.path, dict(metrics), run_id, registered)
