@@ -1,4 +1,4 @@
-"""Tests of lookahead_ray.data.grade: the code sandbox, code extraction and math grading.
+"""Tests of the graders: the code sandbox, code extraction and math grading.
 
 Sandbox runs use short timeouts; tests of an isolation feature the machine cannot provide
 (privilege drop, private mounts, network namespace) are skipped with the reason.
@@ -14,15 +14,10 @@ import uuid
 
 import pytest
 
-from lookahead_ray.data import grade
-from lookahead_ray.data.grade import (
-    CodeResult,
-    extract_code,
-    extract_final_answer,
-    grade_code,
-    grade_math,
-    run_code_tests,
-)
+from lookahead_ray.data.graders.code import extract_code, grade_code
+from lookahead_ray.data.graders.math import extract_final_answer, grade_math
+from lookahead_ray.data.sandbox import CodeResult, run_code_tests
+from lookahead_ray.data.sandbox import runner as grade
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
