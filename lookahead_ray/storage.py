@@ -57,7 +57,7 @@ def resolve(location: str | Path, setting: str):
     scheme = urlsplit(str(location)).scheme
     try:
         return fs.FileSystem.from_uri(str(location))
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, ImportError) as err:
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, ImportError, OSError) as err:
         hint = SCHEME_HINTS.get(scheme, "use s3://, gs:// or a path on shared storage (NFS)")
         raise StorageError(f"{setting}={location}: no filesystem for {scheme}:// in this pyarrow ({err}); "
                            f"{hint}") from None
@@ -92,8 +92,9 @@ def check_reachable(location: str | Path, setting: str) -> None:
                            "(endpoint_override=... in the URI, or AWS_ENDPOINT_URL) and the credentials "
                            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)") from None
     if info.type == fs.FileType.NotFound:
-        raise StorageError(f"{setting}={location}: bucket {bucket!r} does not exist; create it "
-                           f"(`aws s3 mb s3://{bucket}`, `gcloud storage buckets create gs://{bucket}`) "
+        create = {"s3": f"aws s3 mb s3://{bucket}", "gs": f"gcloud storage buckets create gs://{bucket}"}
+        how = create.get(urlsplit(str(location)).scheme, "your store's own tool")
+        raise StorageError(f"{setting}={location}: bucket {bucket!r} does not exist; create it ({how}) "
                            f"or point {setting} at an existing bucket")
 
 
@@ -111,12 +112,12 @@ def check_shared(location: str | Path, setting: str, fix: str | None = None) -> 
 
     A URI is shared by construction. A local path may be an NFS mount (fine) or a node's own disk
     (Ray Train then cannot restore a checkpoint on another node): write a marker file here and ask
-    one zero-CPU task per other alive node whether it sees it. Needs a connected Ray. `fix` replaces
+    one zero-CPU task per other alive node whether it sees it (without a connected Ray: nothing). `fix` replaces
     the default advice (a URI or an NFS path) in the error.
     """
     import ray
 
-    if is_uri(location):
+    if is_uri(location) or not ray.is_initialized():
         return
     nodes = [n for n in ray.nodes() if n["Alive"]]
     here = ray.get_runtime_context().get_node_id()

@@ -22,6 +22,7 @@ import torch
 from lookahead_ray.config import TrainConfig, from_dict
 from lookahead_ray.curriculum import mask_rate
 from lookahead_ray.training.checkpoint import RouterSpec, build_router, load_train_state, save_router
+from lookahead_ray.training.selection import SUMS, row_sums, selection_metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,14 @@ def records(frame) -> list[dict[str, Any]]:
     ]
 
 
-def mixed_precision(device: torch.device):
+def mixed_precision(device: torch.device, cpu_bf16: bool = False):
     """(autocast context factory, GradScaler or None): bf16 on a GPU that has it, else fp16 + scaler;
-    full precision on the CPU."""
+    on the CPU bf16 autocast when asked (`cpu_autocast`: AMX / avx512_bf16), else full precision."""
     from contextlib import nullcontext
 
     if device.type != "cuda":
+        if cpu_bf16:  # bf16 keeps fp32's exponent range: no loss scaling needed
+            return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
         return nullcontext, None
     if torch.cuda.is_bf16_supported():
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
@@ -113,29 +116,63 @@ def all_sum(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
-def evaluate_val(model: torch.nn.Module, shard) -> dict[str, float]:
-    """eval_reward: mean normalised score of the picked candidate; eval_label_acc: share of positive picks."""
+def evaluate_val(model: torch.nn.Module, shard, benchmarks: list[str], selecting: tuple[str, ...],
+                 autocast=None) -> dict[str, float]:
+    """Score every val row once and return `selection_metrics` (val_score selects the checkpoint).
+
+    `benchmarks` lists every benchmark of the val set in one fixed order, so that the per-benchmark
+    sums of all workers line up in the all-reduce."""
+    from contextlib import nullcontext
+
     model.eval()
-    reward = hits = count = 0.0
+    sums = {name: np.zeros(len(SUMS)) for name in benchmarks}
     for frame in shard.iter_batches(batch_size=32, batch_format="pandas"):
-        scores = model.score({"prompt": frame["prompt"].tolist()})  # (B, T)
-        picks = scores.argmax(dim=1).numpy()
-        normalized = np.stack(frame["normalized"].to_numpy())
-        labels = np.stack(frame["labels"].to_numpy())
-        rows = np.arange(len(picks))
-        reward += float(normalized[rows, picks].sum())
-        hits += float(labels[rows, picks].sum())
-        count += len(picks)
+        with (autocast or nullcontext)():
+            scores = model.score({"prompt": frame["prompt"].tolist()})  # (B, T)
+        picks = scores.float().argmax(dim=1).numpy()
+        names = frame["benchmark"].to_numpy()
+        columns = {c: np.stack(frame[c].to_numpy()) for c in ("scores", "normalized", "labels")}  # (B, T) each
+        for name in set(names):
+            at = names == name  # this benchmark's rows of the batch
+            sums[name] += row_sums(columns["scores"][at], columns["normalized"][at], columns["labels"][at], picks[at])
     model.train()
-    reward, hits, count = all_sum([reward, hits, count])
-    return {"eval_reward": reward / max(count, 1.0), "eval_label_acc": hits / max(count, 1.0), "eval_n": count}
+    flat = all_sum([value for name in benchmarks for value in sums[name]])
+    width = len(SUMS)
+    totals = {name: np.array(flat[i * width:(i + 1) * width]) for i, name in enumerate(benchmarks)}
+    return selection_metrics(totals, selecting)
+
+
+def warm_head(model: torch.nn.Module, cfg: TrainConfig, shard, device: torch.device, rank: int) -> None:
+    """Fit the masked router's vocabulary head alone for cfg.head_warmup_steps steps (backbone frozen,
+    no routing loss), at the curriculum's first mask rate, so that the auxiliary loss starts from a
+    head that decodes the backbone rather than from a random projection. Its own AdamW: the main
+    optimizer's moments and schedule stay untouched."""
+    params = list(model.head_parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.head_warmup_lr)
+    rate, done = step_mask_rate(cfg, 0, 1), 0
+    while done < cfg.head_warmup_steps:
+        for frame in shard.iter_batches(batch_size=cfg.batch_size, batch_format="pandas"):
+            batch = {k: v.to(device) for k, v in collate(model, cfg, records(frame), rate).items()}
+            loss = model.head_loss(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done += 1
+            if rank == 0 and (done % 10 == 0 or done == 1):
+                print(f"[train] head warm-up {done}/{cfg.head_warmup_steps}: MLM loss {loss.item():.3f}", flush=True)
+            if done >= cfg.head_warmup_steps:
+                return
 
 
 class MlflowSink:
-    """Rank 0 logs into the run the driver opened; other ranks log nothing."""
+    """Every rank logs into the run the driver opened: rank 0 the run's metrics, each rank also its own
+    micro-batch loss as `loss/rank<r>` (on a cluster, proof that every node reaches the tracking server)."""
+
+    PER_RANK = ("loss",)
 
     def __init__(self, run_id: str | None, uri: str | None, rank: int) -> None:
-        self.active = run_id is not None and rank == 0
+        self.active, self.rank = run_id is not None, rank
         if self.active:
             import mlflow
 
@@ -148,7 +185,9 @@ class MlflowSink:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+            rows = dict(metrics) if self.rank == 0 else {}  # eval metrics are all-reduced: one copy
+            rows |= {f"{k}/rank{self.rank}": metrics[k] for k in self.PER_RANK if k in metrics}
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in rows.items()])
 
 
 def maybe_crash(config: dict[str, Any], step: int) -> None:
@@ -188,10 +227,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         print(f"[train] rank {rank}: resumed from step {state['step']}", flush=True)
     model = ray.train.torch.prepare_model(model, parallel_strategy=None)  # device only; grads averaged below
     device = next(model.parameters()).device
-    autocast, scaler = mixed_precision(device)
+    autocast, scaler = mixed_precision(device, cfg.cpu_autocast)
     sink = MlflowSink(config.get("mlflow_run_id"), config.get("mlflow_uri"), rank)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
+    if checkpoint is None and cfg.head_warmup_steps and cfg.router == "lookahead-mlm":
+        warm_head(model, cfg, train_shard, device, rank)
+    interval = cfg.evaluation_interval(steps)
+    val_sets = (list(config["val_benchmarks"]), tuple(config["selecting"]))
     running, micro, step = [], 0, state["step"]
     started, state_start = time.perf_counter(), state["step"]
     while step < steps:
@@ -221,8 +264,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 pace = (time.perf_counter() - started) / max(step - state_start, 1)
                 print(f"[train] step {step}/{steps} loss {total:.4f} mask_rate {rate:.2f} "
                       f"({pace:.2f} s/step, ~{pace * (steps - step) / 60:.1f} min left)", flush=True)
-            if step % cfg.eval_every == 0 or step == steps:
-                report(model, spec, optimizer, scheduler, state, val_shard, sink, rank, step, rate)
+            if step % interval == 0 or step == steps:
+                report(model, spec, optimizer, scheduler, state, (val_shard, *val_sets, autocast), sink, rank,
+                       step, rate)
             maybe_crash(config, step)
             if step >= steps:
                 break
@@ -230,14 +274,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state["micro_in_epoch"] = 0
 
 
-def report(model, spec, optimizer, scheduler, state, val_shard, sink, rank, step, rate) -> None:
-    """Evaluate on val, log, and hand Ray Train the metrics and (rank 0) a checkpoint."""
+def report(model, spec, optimizer, scheduler, state, val, sink, rank, step, rate) -> None:
+    """Evaluate on val (`val` = shard, benchmarks, selecting sets, autocast), log, and hand Ray Train
+    the metrics and (rank 0) a checkpoint."""
     import ray.train
 
-    metrics = {**evaluate_val(model, val_shard), "step": step, "mask_rate": rate}
+    metrics = {**evaluate_val(model, *val), "step": step, "mask_rate": rate}
     sink.log({k: v for k, v in metrics.items() if k != "step"}, step)
-    print(f"[train] step {step}: eval_reward {metrics['eval_reward']:.4f} "
-          f"eval_label_acc {metrics['eval_label_acc']:.4f}", flush=True)
+    if rank == 0:
+        per_set = " ".join(f"{k[4:]} {v:.3f}" for k, v in metrics.items() if k.startswith("val_") and k[4:] in val[2])
+        print(f"[train] step {step}: val_score {metrics['val_score']:.4f} ± {metrics['val_score_se']:.4f} "
+              f"({per_set}) eval_label_acc {metrics['eval_label_acc']:.4f}", flush=True)
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
