@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from mlflow.entities import Param
 
 from lookahead_ray.config import TrainConfig, to_dict
 from lookahead_ray.data.mix import label_prior
-from lookahead_ray.storage import check_reachable, check_shared, ray_storage
+from lookahead_ray.storage import check_reachable, check_shared, is_uri, ray_storage
 from lookahead_ray.training.checkpoint import RouterSpec
 from lookahead_ray.training.data import training_frames
 from lookahead_ray.training.loop import total_steps, train_loop_per_worker
@@ -120,7 +121,13 @@ def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] |
     if mlflow_enabled:
         from lookahead_ray.tracking import finish_training_run
 
-        registered = finish_training_run(run_id, best.path, metrics, cfg)
+        with best.as_directory() as directory:  # a checkpoint in a bucket is downloaded for MLflow
+            registered = finish_training_run(run_id, directory, metrics, cfg)
     print(f"[train] best checkpoint {best.path} ({SELECT_METRIC} {metrics.get(SELECT_METRIC, float('nan')):.4f} "
           f"± {metrics.get('val_score_se', float('nan')):.4f})", flush=True)
-    return TrainOutcome(best.path, dict(metrics), run_id, registered)
+    return TrainOutcome(checkpoint_location(cfg.storage_path, best.path), dict(metrics), run_id, registered)
+
+
+def checkpoint_location(storage_path: str, path: str) -> str:
+    """A checkpoint's path as the user can open it again: `s3://bucket/...` when storage is a URI."""
+    return f"{urlsplit(storage_path).scheme}://{path}" if is_uri(storage_path) else path
