@@ -59,7 +59,7 @@ def percentiles(values_s: list[float]) -> dict[str, float]:
 
 
 async def overhead(router, engine, spec, prompts: list[str], costs: list[float]) -> dict:
-    from lookahead_ray.serving.app import engine_request, rank
+    from lookahead_ray.serving.ingress import engine_request, rank
     from lookahead_ray.serving.openai_api import ChatCompletionBody
 
     async def decide(prompt: str) -> float:
@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from lookahead_ray.data.prompts import load_prompts
-    from lookahead_ray.serving.app import (AppArgs, LookaheadRouter, build_app, candidate_cost, engine_groups,
-                                           load_app_pool)
+    from lookahead_ray.serving.app import AppArgs, build_app, load_app_pool
+    from lookahead_ray.serving.engines import LookaheadRouter, engine_groups
+    from lookahead_ray.serving.ingress import candidate_cost
     from lookahead_ray.tracking import tracking_uri
 
     pool = load_app_pool(args.pool)

@@ -3,12 +3,11 @@ with replicas, resources and arguments from YAML.
 
 `app` is an application builder (Serve calls it with the config's `args`, or `key=value` pairs of
 `serve run`), so importing this module starts nothing. With no arguments it serves
-configs/pool-cpu.yaml and the router `make demo` registered for it (see lookahead_ray/serving/app.py).
+configs/pool-cpu.yaml and the router `make demo` registered for it. The builder lives in the package
+(`lookahead_ray.serving.app:app`), so a cluster node that has lookahead-ray installed but not this
+checkout imports the same builder under that path (deployments/gpu.yaml does).
 """
 
-# No `from __future__ import annotations`: Serve reads the real AppArgs annotation to validate the args.
-from lookahead_ray.serving.app import AppArgs, build_app
+from lookahead_ray.serving.app import AppArgs, app, build_app
 
-
-def app(args: AppArgs):
-    return build_app(args)
+__all__ = ["AppArgs", "app", "build_app"]

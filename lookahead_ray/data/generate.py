@@ -46,6 +46,7 @@ from typing import Any
 import pandas as pd
 
 from lookahead_ray.config import CandidateSpec, PoolConfig, SamplingConfig, from_dict
+from lookahead_ray.data.hf_core import Decoding, HFCore
 from lookahead_ray.data.prompts import PROMPT_COLUMNS, prompt_frame
 
 log = logging.getLogger(__name__)
@@ -252,29 +253,12 @@ class VLLMOutputs:
 
 class HFGenerate:
     """transformers generation for the `hf` engine: left-padded batches, one generate() call per
-    group of rows that share sampling settings."""
+    group of rows that share sampling settings, on the generation core the Serve app uses too
+    (`data.hf_core`: one rule for ending an answer, the end token dropped from the text and counted
+    as vLLM counts it)."""
 
     def __init__(self, model_path: str, dtype: str = "auto", threads: int | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).eval()
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
-        self.eos = self.end_tokens()
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)
-
-    def end_tokens(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        ids = ids if isinstance(ids, list) else [ids]
-        return {int(i) for i in ids if i is not None}
+        self.core = HFCore(model_path, dtype, threads)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = []
@@ -284,41 +268,19 @@ class HFGenerate:
         return out[list(OUTPUT_COLUMNS)]
 
     def generate_group(self, group: pd.DataFrame, sampling: dict) -> list[dict]:
-        torch = self.torch
-        prompts = [list(ids) for ids in group["tokenized_prompt"]]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=self.device)  # (B, L)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)  # (B, L)
-        greedy = sampling["temperature"] == 0
-        kwargs = {"do_sample": False} if greedy else {
-            "do_sample": True, "temperature": sampling["temperature"], "top_p": sampling["top_p"], "top_k": 0}
-        if not greedy:
-            torch.manual_seed(sampling["seed"])
+        decoding = Decoding(max_tokens=sampling["max_tokens"], temperature=sampling["temperature"],
+                            top_p=sampling["top_p"], seed=sampling["seed"])
         start = time.perf_counter()
-        with torch.no_grad():
-            generated = self.model.generate(input_ids=input_ids, attention_mask=mask,
-                                            max_new_tokens=sampling["max_tokens"], pad_token_id=self.pad,
-                                            eos_token_id=sorted(self.eos), **kwargs)  # (B, L + new)
+        generated, _ = self.core.generate([list(ids) for ids in group["tokenized_prompt"]], decoding)
         latency = time.perf_counter() - start
         rows = []
-        for row, new in zip(group.itertuples(index=False), generated[:, width:].tolist()):  # (B, <= max_tokens)
-            tokens, finish = self.until_end(new, sampling["max_tokens"])
+        for row, new in zip(group.itertuples(index=False), generated):  # (B, <= max_tokens)
+            ending = self.core.end(new, sampling["max_tokens"])
             rows.append({"prompt_id": row.prompt_id, "benchmark": row.benchmark, "candidate": row.candidate,
-                         "response": self.decode(tokens),
-                         "input_tokens": len(row.tokenized_prompt), "output_tokens": len(tokens),
-                         "latency_s": latency, "finish_reason": finish, "shard": int(row.shard)})
+                         "response": self.core.decode(ending.tokens),
+                         "input_tokens": len(row.tokenized_prompt), "output_tokens": ending.generated,
+                         "latency_s": latency, "finish_reason": ending.finish, "shard": int(row.shard)})
         return rows
-
-    def decode(self, tokens: list[int]) -> str:
-        """The text, without an incomplete trailing UTF-8 character (vLLM holds those back too)."""
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
-
-    def until_end(self, tokens: list[int], max_tokens: int) -> tuple[list[int], str]:
-        """The tokens up to and including the first end token (as vLLM counts them), and why it stopped."""
-        for i, token in enumerate(tokens):
-            if token in self.eos:
-                return tokens[: i + 1], "stop"
-        return tokens[:max_tokens], "length"
 
 
 # ---------------------------------------------------------------------------------------------

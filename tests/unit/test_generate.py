@@ -120,11 +120,11 @@ def test_progress_reports_rows_and_tokens_per_second():
     assert progress.summary()["output_tokens"] == 4
 
 
-def test_hf_stop_rule_counts_the_end_token_like_vllm():
-    engine = G.HFGenerate.__new__(G.HFGenerate)  # no model needed for the stop rule
-    engine.eos = {2}
-    assert engine.until_end([5, 6, 2, 3, 3], 5) == ([5, 6, 2], "stop")
-    assert engine.until_end([5, 6, 7], 3) == ([5, 6, 7], "length")
+def test_hf_stop_rule_drops_the_end_token_and_counts_it_like_vllm():
+    from lookahead_ray.data.hf_core import Ending, end_answer
+
+    assert end_answer([5, 6, 2, 3, 3], {2}, 5) == Ending([5, 6], "stop", 3)
+    assert end_answer([5, 6, 7], {2}, 3) == Ending([5, 6, 7], "length", 3)
 
 
 def test_default_cpu_pool_has_three_smollm2_candidates_on_one_engine():

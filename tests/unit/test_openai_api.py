@@ -9,7 +9,8 @@ import torch
 
 from lookahead_ray.config import CandidateSpec, SamplingConfig
 from lookahead_ray.routers.base import route
-from lookahead_ray.serving.app import AppArgs, engine_request, first_answer, rank
+from lookahead_ray.serving.app import AppArgs
+from lookahead_ray.serving.ingress import engine_request, first_answer, rank
 from lookahead_ray.serving.openai_api import (
     ChatCompletionBody,
     OpenAIError,
@@ -40,9 +41,10 @@ def test_a_valid_body_and_its_defaults():
     parsed = parse_chat_body(body(messages=[{"role": "system", "content": "Be short."},
                                             {"role": "user", "content": [{"type": "text", "text": "a"},
                                                                          {"type": "text", "text": "b"}]}],
-                                  temperature=0, seed=3, unknown_field={"x": 1}), 100)
+                                  temperature=0, seed=3, stream=None, n=1.0, user="u-1"), 100)
     assert parsed.last_user_text() == "ab" and parsed.stream is False and parsed.temperature == 0.0
-    assert parsed.prompt_chars() == len("Be short.") + 2 and parsed.requested_max_tokens() is None
+    assert parsed.n == 1 and isinstance(parsed.n, int)  # OpenAI accepts stream: null and an integral n
+    assert parsed.prompt_chars() == len("Be short.") + 2 + 2 * 8 and parsed.requested_max_tokens() is None
     assert parse_chat_body(body(max_tokens=5, max_completion_tokens=7), 100).requested_max_tokens() == 7
 
 
@@ -67,6 +69,29 @@ def test_a_valid_body_and_its_defaults():
     (body(n=3), "invalid_value", "n"),
     (body(model=""), "invalid_value", "model"),
     (body(messages=[{"role": "user", "content": "x" * 101}]), "context_length_exceeded", "messages"),
+    (body(messages=[{"role": "user", "content": ""}] * 13), "context_length_exceeded", "messages"),  # 13 * 8 > 100
+    (body(n=1.5), "invalid_value", "n"),
+    (body(n=True), "invalid_value", "n"),
+    (body(seed=2**63), "invalid_value", "seed"),
+    (body(seed=-2**63 - 1), "invalid_value", "seed"),
+    (body(max_tokens=2**31), "invalid_value", "max_tokens"),
+    (body(max_tokens=1e23), "invalid_value", "max_tokens"),
+    (body(temperature=-1e-300), "invalid_value", "temperature"),
+    (b'{"model": "lookahead", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+     "invalid_value", "temperature"),
+    (b'{"model": "lookahead", "messages": [{"role": "user", "content": "hi"}], "top_p": 1e400}',
+     "invalid_value", "top_p"),
+    (body(stop=["a", "b", "c", "d", "e"]), "invalid_value", "stop"),
+    (body(stop=""), "invalid_value", "stop"),
+    (body(top_logprobs=2), "invalid_value", None),  # needs logprobs: true
+    (body(logprobs=True, top_logprobs=21), "invalid_value", "top_logprobs"),
+    (body(presence_penalty=2.5), "invalid_value", "presence_penalty"),
+    (body(frequency_penalty=-2.01), "invalid_value", "frequency_penalty"),
+    (body(response_format={"type": "xml"}), "invalid_value", "response_format.type"),
+    (body(response_format={"type": "json_schema"}), "invalid_value", "response_format"),
+    (body(stream_options={"include_usage": True}), "invalid_value", None),  # needs stream: true
+    (body(model="m" * 257), "invalid_value", "model"),
+    (body(user="u" * 257), "invalid_value", "user"),
 ])
 def test_every_bad_body_is_a_400(raw, code, param):
     err = error_of(raw)
@@ -99,6 +124,44 @@ def test_bad_models(model, cost_weight, status, code):
     with pytest.raises(OpenAIError) as err:
         parse_model(model, "lookahead_mlm", NAMES, body_cost_weight=cost_weight)
     assert (err.value.status, err.value.code) == (status, code)
+
+
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "logit_bias", "functions", "parallel_tool_calls",
+                                   "audio", "modalities", "prediction", "unknown_field"])
+def test_a_field_that_is_not_honoured_is_a_400_naming_it(field):
+    err = error_of(body(**{field: "x"}))
+    assert (err.status, err.code, err.param) == (400, "unsupported_parameter", field)
+    assert err.message.startswith(field)
+
+
+def test_unsupported_nested_fields_are_400s_too():
+    assert error_of(body(messages=[{"role": "user", "content": "hi", "name": "bob"}])).param == "messages[0].name"
+    assert error_of(body(stream=True, stream_options={"include_obfuscation": True})).param == \
+        "stream_options.include_obfuscation"
+    assert error_of(body(messages=[{"role": "assistant", "content": None, "tool_calls": []},
+                                   {"role": "user", "content": "hi"}])).status == 400
+
+
+def test_the_fields_that_are_honoured_parse():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    parsed = parse_chat_body(body(stop="END", logprobs=True, top_logprobs=3, presence_penalty=-2, frequency_penalty=2.0,
+                                  seed=-2**63, response_format={"type": "json_schema",
+                                                                "json_schema": {"name": "x", "schema": schema}}), 100)
+    assert parsed.stop_sequences() == ["END"] and parsed.top_logprobs == 3 and parsed.seed == -2**63
+    assert parsed.response_format.model_dump(by_alias=True)["json_schema"]["schema"] == schema
+
+
+def test_too_many_messages_is_a_400_before_the_prompt_size():
+    err = error_of(body(messages=[{"role": "user", "content": ""}] * 300), limit=10**9)
+    assert (err.status, err.code, err.param) == (400, "too_many_messages", "messages")
+
+
+def test_an_error_never_echoes_a_huge_name():
+    err = error_of(body(**{"k" * 100_000: 1}))
+    assert err.status == 400 and len(err.body()["error"]["message"]) <= 500
+    with pytest.raises(OpenAIError) as nf:
+        parse_model("m" * 200, "lookahead_mlm", NAMES)
+    assert nf.value.status == 404 and "m" * 65 not in nf.value.message and "200 characters" in nf.value.message
 
 
 def test_param_path():
@@ -185,13 +248,20 @@ def test_the_first_candidate_answers():
     assert (attempt.candidate, attempt.result, attempt.failed, fake.called) == ("a", {"answer": "a"}, [], ["a"])
 
 
-def test_fallback_past_a_raise_and_a_timeout():
-    fake = Fake({"a": "raise", "b": "hang", "c": "ok"})
-    attempt = run(fake, ["a", "b", "c"])
-    assert attempt.candidate == "c" and fake.called == ["a", "b", "c"]
-    assert attempt.failed == [{"candidate": "a", "error": "ValueError: the last line"},
-                              {"candidate": "b", "error": "no answer within 0.2 s"}]
-    assert "b" in fake.cancelled
+def test_fallback_past_a_raise_without_its_text():
+    fake = Fake({"a": "raise", "b": "ok"})
+    attempt = run(fake, ["a", "b"])
+    assert attempt.candidate == "b" and fake.called == ["a", "b"] and fake.cancelled == ["a"]
+    assert attempt.failed[0]["candidate"] == "a" and attempt.failed[0]["error"].startswith("failed (error id err-")
+    assert "exploded" not in str(attempt.failed)  # the exception text goes to the log only
+
+
+def test_a_timeout_is_a_504_and_no_other_candidate_regenerates_the_answer():
+    fake = Fake({"a": "hang", "b": "ok"})
+    with pytest.raises(OpenAIError) as err:
+        run(fake, ["a", "b"])
+    assert (err.value.status, err.value.code) == (504, "candidate_timeout")
+    assert fake.called == ["a"] and fake.cancelled == ["a"]
 
 
 def test_a_client_error_is_not_retried_elsewhere():
@@ -204,7 +274,8 @@ def test_a_client_error_is_not_retried_elsewhere():
 def test_none_answering_is_a_503():
     with pytest.raises(OpenAIError) as err:
         run(Fake({"a": "raise", "b": "raise"}), ["a", "b"])
-    assert err.value.status == 503 and err.value.type == "server_error" and "a: " in err.value.message
+    assert err.value.status == 503 and err.value.type == "server_error" and "a: failed (error id" in err.value.message
+    assert "exploded" not in err.value.message and "last line" not in err.value.message
 
 
 def test_openai_error_survives_pickling():

@@ -1,13 +1,16 @@
 """deployments/*.yaml are valid Serve configs whose `args` are AppArgs, whose pools load, and whose
 `deployments:` entries name exactly deployments that the app builds."""
 
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lookahead_ray.config import load_pool
-from lookahead_ray.serving.app import AppArgs, engine_groups, load_app_pool
+from lookahead_ray.serving.app import AppArgs, load_app_pool
+from lookahead_ray.serving.engines import engine_groups
+from lookahead_ray.serving.ingress import check_exposure, is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "deployments").glob("*.yaml"))
@@ -21,8 +24,14 @@ def test_serve_config(path, monkeypatch):
     raw = yaml.safe_load(path.read_text())
     config = ServeDeploySchema.model_validate(raw)
     (app,) = config.applications
-    assert app.import_path in ("deployments:app", "lookahead_ray.serving.app:build_app") and app.route_prefix == "/"
+    assert app.import_path in ("deployments:app", "lookahead_ray.serving.app:app") and app.route_prefix == "/"
+    module, _, name = app.import_path.partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
     args = AppArgs.model_validate(app.args)
+    if not is_loopback(config.http_options.host):  # open to the network: never without a key
+        assert not args.allow_unauthenticated and args.api_key is None  # the key comes from the nodes' env
+        with pytest.raises(ValueError, match="LOOKAHEAD_API_KEY"):
+            check_exposure(config.http_options.host, args.api_key, args.allow_unauthenticated)
     pool = load_app_pool(args.pool)
     engines = {name for name, _ in engine_groups(pool, "hf").items()}  # names do not depend on the engine here
     assert {d.name for d in app.deployments} <= {"LookaheadIngress", "LookaheadRouter"} | engines
