@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from lookahead_ray.config import load_data_config, to_dict
+from lookahead_ray.storage import staged
 
 
 def cmd_import_release(args: argparse.Namespace) -> int:
@@ -148,7 +149,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               max_model_len=args.max_model_len)
     if not ray.is_initialized():
         ray.init(address=args.address)
-    print(json.dumps(generate(pool, prompts, args.out, options), indent=2))
+    with staged(args.out, "--out") as out:  # s3:// or gs://: written locally, then copied up
+        print(json.dumps(generate(pool, prompts, out, options), indent=2))
     return 0
 
 
@@ -161,11 +163,25 @@ def cmd_grade(args: argparse.Namespace) -> int:
     config = load_data_config(args.config)
     if not ray.is_initialized():
         ray.init(address=args.address)
-    frame = grade_generation(args.in_dir, args.out, config, reward_model=args.reward_model,
-                             workers=args.workers, timeout_s=args.timeout)
+    with staged(args.in_dir, "--in", upload=False) as in_dir:  # --out is written through pyarrow.fs
+        frame = grade_generation(in_dir, args.out, config, reward_model=args.reward_model,
+                                 workers=args.workers, timeout_s=args.timeout)
     print(format_scores(frame))
     print(f"wrote {len(frame)} prompts to {args.out}")
     return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Print (or --run) the `ray job submit` line that runs a stage on a Ray cluster."""
+    import subprocess
+
+    from lookahead_ray.submit import job_env, render, submit_command
+
+    env = job_env(args.env, args.tracking_uri)
+    command = submit_command(args.stage, args.stage_args, args.address, args.working_dir, env, args.python,
+                             args.submission_id, args.no_wait)
+    print(render(command), flush=True)
+    return subprocess.call(command) if args.run else 0
 
 
 def router_specs(text: str, checkpoint: str | None) -> dict[str, dict]:
@@ -361,6 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-default", action="store_true", help="also make it the config's default_cost_weight")
     _cost_arguments(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("submit", help=cmd_submit.__doc__)
+    p.add_argument("stage", help="generate | grade | train | tune | bench | evaluate | report | import-release")
+    p.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's own arguments, unchanged")
+    p.add_argument("--address", default=None, help="the cluster's dashboard (default: RAY_API_SERVER_ADDRESS or "
+                   "http://127.0.0.1:8265, where `ray dashboard cluster.yaml` forwards it)")
+    p.add_argument("--working-dir", default=".", help="uploaded to every node (configs/, tune/, pools)")
+    p.add_argument("--tracking-uri", default=None, help="MLFLOW_TRACKING_URI of the jobs (http://<head>:5000)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="another env var of the job")
+    p.add_argument("--python", default="python", help="the interpreter on the nodes that has lookahead-ray")
+    p.add_argument("--submission-id", default=None, help="the job's id (default: Ray picks one)")
+    p.add_argument("--no-wait", action="store_true", help="return once submitted; follow with `ray job logs -f`")
+    p.add_argument("--run", action="store_true", help="run the command instead of only printing it")
+    p.set_defaults(func=cmd_submit)
     return parser
 
 
@@ -375,6 +405,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "grade": cmd_grade,
     "frontier": cmd_frontier,
     "calibrate": cmd_calibrate,
+    "submit": cmd_submit,
 }
 
 

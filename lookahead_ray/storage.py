@@ -14,7 +14,9 @@ they came from (`setting=...`) and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -173,3 +175,20 @@ def exists(location: str | Path, setting: str) -> bool:
 
     filesystem, path = resolve(location, setting)
     return filesystem.get_file_info(path).type != fs.FileType.NotFound
+
+
+@contextlib.contextmanager
+def staged(location: str | Path, setting: str, upload: bool = True):
+    """A local folder for a stage that writes plain files: `location` itself when local; for a URI a
+    temporary copy of what is already there (so a resumable stage resumes), copied back on success.
+    With upload=False it is a read-only download (an input folder)."""
+    if not is_uri(location):
+        yield str(location)
+        return
+    check_reachable(location, setting)
+    with tempfile.TemporaryDirectory(prefix="lookahead-stage-") as folder:
+        if exists(location, setting):
+            copy_tree(location, folder, setting)
+        yield folder
+        if upload:
+            copy_tree(folder, location, setting)
