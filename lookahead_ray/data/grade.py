@@ -28,8 +28,10 @@ def grade_response(grader: str, reference: dict, response: str, timeout_s: float
         found = extract_final_answer(response)
         return score, "pass" if score else "fail", f"answer {found!r}, expected {reference['answer']!r}"
     if grader == "code":
-        result = run_code_tests(code_program(response, reference), reference["tests"], timeout_s,
-                                reference.get("entry_point"))
+        # The prompt's stub runs in the tests' cell too: its helpers are judged as the prompt wrote them.
+        entry_point = reference.get("entry_point")
+        result = run_code_tests(code_program(response, reference), reference["tests"], timeout_s, entry_point,
+                                trusted=reference.get("prefix") if entry_point else None)
         return (1.0 if result.passed else 0.0), result.status, result.message
     if grader == "reasoning-gym":
         import reasoning_gym

