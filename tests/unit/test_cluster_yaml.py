@@ -61,3 +61,59 @@ def test_every_key_is_commented():
     bare = [n + 1 for n, line in enumerate(lines)
             if key.match(line) and "#" not in line and not (n and lines[n - 1].lstrip().startswith("#"))]
     assert bare == [], f"cluster.yaml lines without a comment: {bare}"
+
+
+def header_commands(prefix: str) -> list[list[str]]:
+    """The commands in cluster.yaml's header comment that start with `prefix`, continuation lines joined."""
+    import shlex
+
+    lines = [line[2:].strip() for line in CLUSTER.read_text().splitlines() if line.startswith("#   ")]
+    commands, current = [], None
+    for line in lines:
+        if current is not None:
+            current += " " + line.rstrip("\\").strip()
+        elif line.startswith(prefix):
+            current = line.rstrip("\\").strip()
+        if current is not None and not line.endswith("\\"):
+            commands.append(shlex.split(current))
+            current = None
+    return commands
+
+
+def test_the_header_has_one_job_line_per_stage_that_ray_and_lookahead_ray_both_parse():
+    import json
+
+    from ray.dashboard.modules.job.cli import submit
+
+    from lookahead_ray.cli import build_parser
+
+    jobs = header_commands("ray job submit")
+    stages = []
+    for command in jobs:
+        params = submit.make_context("submit", command[3:]).params  # Ray's own `ray job submit` options
+        assert params["working_dir"] == "."
+        env = json.loads(params["runtime_env_json"])["env_vars"]
+        assert env["MLFLOW_TRACKING_URI"] == "http://HEAD_IP:5000"
+        entry = list(params["entrypoint"])
+        assert entry[:3] == ["python", "-m", "lookahead_ray"]
+        args = build_parser().parse_args(entry[3:])  # every flag exists in the CLI
+        assert args.address == "auto"  # the driver joins the cluster it was submitted to
+        stages.append(entry[3] if entry[3] != "bench" else f"bench {entry[4]}")
+    assert stages == ["generate", "grade", "train", "tune", "bench replay"]
+
+
+def test_the_head_starts_an_mlflow_server_with_artifacts_on_the_bucket():
+    import shlex
+
+    from mlflow.cli import server
+
+    config = yaml.safe_load(CLUSTER.read_text())
+    starts = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    assert len(starts) == 1
+    argv = shlex.split(starts[0].split(">", 1)[0])  # up to the log redirection
+    params = server.make_context("server", argv[argv.index("server") + 1:]).params  # MLflow's own CLI options
+    assert params["host"] == "0.0.0.0" and params["port"] == 5000
+    assert params["backend_store_uri"] == "sqlite:///$HOME/mlflow/mlflow.db"  # the head's disk (the shell expands $HOME)
+    assert params["artifacts_destination"].startswith("s3://") and params["serve_artifacts"]
+    assert any("boto3" in c for c in config["head_setup_commands"])  # MLflow's S3 artifact store needs it
+    assert "Postgres" in CLUSTER.read_text()  # when to move off sqlite is said beside the command
