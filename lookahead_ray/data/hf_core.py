@@ -71,13 +71,16 @@ def end_answer(new: Sequence[int], eos: set[int] | Sequence[int], max_tokens: in
 
 
 class StopText:
-    """Cuts streamed text at the first stop sequence, holding back what could be the start of one.
+    """Cuts streamed text at the first stop sequence, holding back what could be the start of one,
+    and a trailing U+FFFD (half a UTF-8 character, as `HFCore.decode` drops it at the end).
 
     >>> cut = StopText(("END",))
     >>> cut.feed("ab E"), cut.feed("N"), cut.feed("D and more"), cut.stopped
     ('ab', ' ', '', True)
     >>> cut = StopText(("END",)); cut.feed("abc"), cut.flush()
     ('a', 'bc')
+    >>> cut = StopText(()); cut.feed("ab\ufffd"), cut.feed("\ufffdc\ufffd"), cut.flush()
+    ('ab', '\ufffd\ufffdc', '')
     """
 
     def __init__(self, stop: Sequence[str]):
@@ -96,10 +99,13 @@ class StopText:
         if hits:
             self.stopped = True
             return self.take(min(hits))
-        return self.take(max(self.sent, len(self.text) - self.hold))
+        end = len(self.text) - self.hold
+        while end > self.sent and self.text[end - 1] == "\ufffd":
+            end -= 1  # maybe the first half of a character the next piece completes
+        return self.take(max(self.sent, end))
 
     def flush(self) -> str:
-        return "" if self.stopped else self.take(len(self.text))
+        return "" if self.stopped else self.take(max(self.sent, len(self.text.rstrip("\ufffd"))))
 
     def take(self, end: int) -> str:
         out, self.sent = self.text[self.sent:end], max(self.sent, end)

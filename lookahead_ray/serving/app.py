@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lookahead_ray.config import CandidateSpec, PoolConfig, from_dict, load_pool
 from lookahead_ray.serving.engines import LookaheadRouter, engine_groups, hf_engine_app, vllm_engine_app
-from lookahead_ray.serving.ingress import IngressSettings, LookaheadIngress, check_exposure, http_host
+from lookahead_ray.serving.auth import check_exposure, http_host
+from lookahead_ray.serving.ingress import IngressSettings, LookaheadIngress
 from lookahead_ray.serving.openai_api import ROUTER_MODEL, ROUTER_PREFIX
 
 log = logging.getLogger("ray.serve")

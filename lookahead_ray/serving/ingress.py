@@ -24,8 +24,6 @@ It fails closed:
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -42,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookahead_ray.config import CandidateSpec, PoolConfig
 from lookahead_ray.routers.base import route
+from lookahead_ray.serving.auth import check_exposure, http_host, key_matches
 from lookahead_ray.serving.openai_api import (
     ROUTER_MODEL,
     SSE_DONE,
@@ -233,52 +232,6 @@ def short_error(err: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
-    """The raw bytes of `Authorization: Bearer <token>`: compared as bytes, so any UTF-8 key matches
-    (Starlette decodes headers as latin-1)."""
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            return token.strip() if scheme.lower() == b"bearer" else None
-    return None
-
-
-def http_host() -> str:
-    """The host Serve's HTTP proxies listen on; Serve's default when Serve is not running yet."""
-    import ray
-    from ray.serve.config import HTTPOptions
-
-    if ray.is_initialized():
-        from ray.serve.context import _get_global_client
-
-        client = _get_global_client(raise_if_no_controller_running=False)
-        if client is not None:
-            return client.http_config.host or ""
-    return HTTPOptions().host or ""
-
-
-def is_loopback(host: str) -> bool:
-    """
-    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("0.0.0.0")
-    (True, True, True, False)
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve anywhere
-        return False
-
-
-def check_exposure(host: str, api_key: str | None, allow_unauthenticated: bool) -> None:
-    """Refuse an open API on the network: no key, a host beyond loopback, and no explicit opt-out."""
-    if api_key or allow_unauthenticated or is_loopback(host):
-        return
-    raise ValueError(f"the HTTP proxies listen on {host!r} (beyond loopback) and no API key is set: set "
-                     f"$LOOKAHEAD_API_KEY or args.api_key, or args.allow_unauthenticated: true if something in "
-                     f"front of the app authenticates (deployments/README.md)")
-
-
 class Gateway:
     """The OpenAI API over a router and engines: /v1/chat/completions (routed, direct, streamed),
     /v1/models, /health, and the docs (behind the key when one is set)."""
@@ -290,11 +243,7 @@ class Gateway:
         self.costs = [candidate_cost(spec) for spec in settings.pool.candidates]
 
     def check_auth(self, request: Request) -> None:
-        key = self.settings.api_key
-        if not key:
-            return
-        token = bearer_token(request.scope["headers"])
-        if token is None or not hmac.compare_digest(token, key.encode("utf-8")):
+        if not key_matches(self.settings.api_key, request.scope["headers"]):
             raise OpenAIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                               code="invalid_api_key")
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lookahead_ray.serving.app import AppArgs
-from lookahead_ray.serving.ingress import check_exposure
+from lookahead_ray.serving.auth import check_exposure
 from tests.serve_fakes import NAMES, FakeEngine, api
 
 USER = [{"role": "user", "content": "What is 12 plus 30?"}]

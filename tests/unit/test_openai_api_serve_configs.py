@@ -10,7 +10,7 @@ import yaml
 from lookahead_ray.config import load_pool
 from lookahead_ray.serving.app import AppArgs, load_app_pool
 from lookahead_ray.serving.engines import engine_groups
-from lookahead_ray.serving.ingress import check_exposure, is_loopback
+from lookahead_ray.serving.auth import check_exposure, is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "deployments").glob("*.yaml"))
