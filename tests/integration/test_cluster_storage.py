@@ -230,6 +230,36 @@ def nodes():
         shutil.rmtree(root, ignore_errors=True)
 
 
+CHECK_SHARED = """
+import json, sys
+import ray
+from lookahead_ray.storage import StorageError, check_shared
+ray.init(address=sys.argv[1])
+out = {}
+for name, path in (("head_disk", sys.argv[2]), ("shared", sys.argv[3])):
+    try:
+        check_shared(path, "storage_path")
+        out[name] = "ok"
+    except StorageError as err:
+        out[name] = str(err)
+print(json.dumps(out))
+"""
+
+
+def test_a_path_on_the_heads_own_disk_is_refused_and_a_shared_one_passes(nodes, tmp_path):
+    """check_shared on two nodes: the head's folder is hidden from the worker node, tmp_path is not."""
+    head_disk = nodes.root / "head" / "runs"
+    done = subprocess.run([sys.executable, "-c", CHECK_SHARED, nodes.address, str(head_disk), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["shared"] == "ok"
+    assert out["head_disk"].startswith(f"storage_path={head_disk}: {head_disk} is on this node's own disk and 1 of "
+                                       "the cluster's 2 nodes cannot see it"), out
+    assert "s3://<bucket>/<prefix>" in out["head_disk"]
+    assert not list(head_disk.glob(".lookahead-shared-*"))  # the marker is removed
+
+
 def submit(nodes: PrivateNodes, stage: str, args: list[str], env: dict[str, str], job_id: str,
            working_dir: Path, no_wait: bool = False) -> subprocess.CompletedProcess:
     """`lookahead-ray submit --run ...` from the job folder: the line the docs give, run as it is."""
@@ -238,8 +268,9 @@ def submit(nodes: PrivateNodes, stage: str, args: list[str], env: dict[str, str]
     command = [sys.executable, "-m", "lookahead_ray", "submit", *options, *(["--no-wait"] if no_wait else []),
                stage, *args]
     clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    return subprocess.run(command, cwd=working_dir, env={**clean, "RAY_AUTH_MODE": "disabled"}, capture_output=True,
-                          text=True, timeout=600)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"  # `ray` of this venv
+    return subprocess.run(command, cwd=working_dir, env={**clean, "PATH": path, "RAY_AUTH_MODE": "disabled"},
+                          capture_output=True, text=True, timeout=600)
 
 
 def job_client(nodes: PrivateNodes):
@@ -302,8 +333,9 @@ def test_two_nodes_that_share_only_uris_train_resume_and_register(seaweed, track
 
     # 1. A node-local storage_path on a two-node cluster fails at start, naming the setting and the fix.
     done = submit(nodes, "train", ["--config", "local.yaml"], env, "local-path", job)
-    assert done.returncode != 0, done.stdout[-3000:]
-    _, logs = wait_job(nodes, "local-path")
+    assert done.returncode != 0 and "ray job submit" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    status, logs = wait_job(nodes, "local-path")
+    assert status == "FAILED", logs[-3000:]
     assert "storage_path=" in logs and "on this node's own disk" in logs and "s3://<bucket>" in logs, logs[-3000:]
 
     # 2. Two workers, one per node; lose the worker node after the first checkpoint in the bucket.
