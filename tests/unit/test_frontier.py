@@ -205,3 +205,12 @@ def test_the_calibration_is_tagged_on_the_model_version(tmp_path, mlflow_uri):
     tags = client.get_model_version("router-under-test", "2").tags
     assert tags["cost_weight/cost_share_0.4"] == "0.3"
     assert json.loads(tags["calibration/cost_share_0.4"])["split"] == "val"
+
+
+def test_val_split_calibrates_without_touching_test():
+    frame = four_queries().assign(split=["val", "val", "test", "test"])
+    result = frontier_for(frame, ["oracle"], "val", CONFIG, TABLE, "chars4", grid=GRID)
+    assert result["n"] == 2  # queries 0 and 1: both candidates right, so w > 0 picks `small` on both
+    assert [p["cost"] for p in result["routers"]["oracle"]["points"]] == [1.0, 0.1, 0.1, 0.1, 0.1]
+    with pytest.raises(ValueError, match="no rows of the seven test benchmarks in split 'val'"):
+        frontier_for(four_queries(), ["oracle"], "val", CONFIG, TABLE, "chars4", grid=GRID)
