@@ -33,14 +33,28 @@ def _evaluate_one(router: str, frame, args: argparse.Namespace, config) -> dict:
     from lookahead_ray.evaluation.evaluate import evaluate
     from lookahead_ray.tracking import log_evaluation
 
-    options = {"seed": args.seed, "k": args.k, "checkpoint": getattr(args, "checkpoint", None)}
+    options = {"seed": args.seed, "k": args.k, "checkpoint": getattr(args, "checkpoint", None),
+               "fit_frame": fit_frame(args, config)}
     result = evaluate(router, frame, args.split, config, options)
     result["data"] = str(args.data)
+    if getattr(args, "fit_data", None):
+        result["fit_data"] = str(args.fit_data)
     if not args.no_mlflow:
         params = {"router": router, "data": str(args.data), "split": args.split, "seed": args.seed, "k": args.k,
                   **{f"data.{k}": v for k, v in to_dict(config).items()}}
         result["mlflow_run_id"] = log_evaluation(result, params)
     return result
+
+
+def fit_frame(args: argparse.Namespace, config):
+    """The --fit-data set, loaded once per command (None without the flag)."""
+    if not getattr(args, "fit_data", None):
+        return None
+    if not hasattr(args, "_fit_frame"):
+        from lookahead_ray.evaluation.evaluate import load_frame
+
+        args._fit_frame = load_frame(args.fit_data, config)
+    return args._fit_frame
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -86,6 +100,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         ray.init(address=args.address)
     outcome = train(cfg, mlflow_enabled=not args.no_mlflow)
     print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    return 0
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    """Print a training config's mix: rows per source (pool, tied, drawn), val sets, label priors."""
+    from lookahead_ray.config import load_train_config
+    from lookahead_ray.data.mix import format_mix, mix_summary
+    from lookahead_ray.training.data import split_rows, with_targets
+
+    cfg = load_train_config(args.config, dataset=args.data, seed=args.seed)
+    frame, train, val = split_rows(cfg)
+    summary = mix_summary(frame, with_targets(train, cfg, ["labels", "benchmark"]), val, cfg)
+    print(format_mix(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -269,6 +299,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test: the replay test split; all: every query of the test benchmarks")
     parser.add_argument("--config", default=None, help="YAML with candidates, labels and split settings")
     parser.add_argument("--json", default=None, help="write the result JSON here")
+    parser.add_argument("--fit-data", default=None,
+                        help="a dataset or release folder whose train rows (all rows if it has no train split) "
+                             "kNN and best-single fit on, for --data folders that hold only evaluation queries")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random router")
     parser.add_argument("--k", type=int, default=10, help="neighbours of the knn router")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
@@ -302,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("mix", help=cmd_mix.__doc__)
+    p.add_argument("--config", required=True, help="a TrainConfig YAML (configs/replay-*-cpu.yaml)")
+    p.add_argument("--data", default=None, help="overrides the config's dataset")
+    p.add_argument("--seed", type=int, default=None, help="overrides the config's seed (the draw)")
+    p.add_argument("--json", default=None, help="write the summary JSON here")
+    p.set_defaults(func=cmd_mix)
 
     p = sub.add_parser("bench", help=cmd_bench.__doc__)
     p.add_argument("name", choices=["replay"], help="which benchmark")

@@ -57,7 +57,7 @@ class SweepConfig:
     """The TrainConfig YAML every trial starts from, relative to the sweep file (`--config` overrides)."""
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig fields fixed for every trial and the retrain (small steps for a CPU sweep, say)."""
-    metric: str = "eval_reward"
+    metric: str = "val_score"
     """What the workers report at each evaluation and Tune optimises."""
     mode: str = "max"
     num_samples: int = 4
@@ -238,7 +238,7 @@ def start_ray(address: str | None) -> None:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")  # `ray job submit` gives its driver RAY_ADDRESS=auto
-    if address is not None:
+    if address not in (None, "local"):  # `local`, as ray.init takes it: always a new local Ray
         gcs = cluster_address(address)
         ray.init(address=gcs, runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
         return
@@ -302,7 +302,7 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
 
 def evaluations_per_trial(base: TrainConfig, steps: int) -> int:
     """Reports of a trial that runs to the end: ASHA's max_t."""
-    return max(1, math.ceil(steps / base.eval_every))
+    return max(1, math.ceil(steps / base.evaluation_interval(steps)))
 
 
 def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, val_rows, name: str):
@@ -435,7 +435,7 @@ def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows, f
     client.log_figure(run_id, line_figure({"schedule": planned, "logged": rates}, "mask rate",
                                           f"curriculum: {cfg.curriculum.shape}, r0={cfg.curriculum.r0:.2f}, "
                                           f"warmup {cfg.curriculum.warmup_ratio:.2f}"), PLOTS[0])
-    scores = {key: metric_points(client, run_id, key) for key in ("eval_reward", "eval_label_acc")}
+    scores = {key: metric_points(client, run_id, key) for key in ("val_score", "eval_label_acc")}
     client.log_figure(run_id, line_figure(scores, "val score", "val score vs step"), PLOTS[1])
     shares = pick_share(row["checkpoint"], val_rows, filesystem) if row["checkpoint"] else {}
     client.log_figure(run_id, bar_figure(shares, f"pick share on val (checkpoint of step {row['best_step']})"),

@@ -64,6 +64,13 @@ def select_rows(frame: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataF
     return evaluated.reset_index(drop=True), fit.reset_index(drop=True)
 
 
+def fit_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a --fit-data set that kNN and best-single may fit on: its train split, or every
+    row when it has none (a folder of other queries altogether)."""
+    train = frame[frame["split"] == "train"]
+    return (train if len(train) else frame).reset_index(drop=True)
+
+
 def best_single_choices(evaluated: pd.DataFrame, fit: pd.DataFrame) -> dict[str, tuple[int, str]]:
     """Per evaluated benchmark: (best candidate, 'train' or 'eval': the rows it was chosen on)."""
     out = {}
@@ -152,6 +159,7 @@ def benchmark_entry(benchmark: str, rows: pd.DataFrame, picks: np.ndarray, best:
     entry["pick_share"] = M.pick_share(chosen, names)
     correct = M.n_correct(benchmark, scores, config.labels)
     entry["margin_vs_best_single"] = M.margin_by_correct(scores, chosen, np.full(n, best), correct)
+    entry["picked"] = scores[np.arange(n), picks].tolist()  # per-query raw score: paired bootstrap (stats.py)
     return entry
 
 
@@ -160,6 +168,8 @@ def evaluate(router_name: str, frame: pd.DataFrame, split: str = "test", config:
     """Evaluate one router on a loaded frame (see `load_frame`); returns the result dict."""
     options = options or {}
     evaluated, fit = select_rows(frame, split)
+    if options.get("fit_frame") is not None:  # --fit-data: baselines fit on another set (e.g. a test-only folder)
+        fit = fit_rows(options["fit_frame"])
     names = list(config.candidates)
     best = best_single_choices(evaluated, fit)
     router = build_router(router_name, len(names), fit, best, {**options, "candidates": names})

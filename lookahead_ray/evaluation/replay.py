@@ -16,6 +16,7 @@ import numpy as np
 
 from lookahead_ray.config import DataConfig, load_train_config
 from lookahead_ray.evaluation.evaluate import evaluate, load_frame
+from lookahead_ray.evaluation.stats import comparisons, interval_table
 
 TRAINED = ("mlc", "lookahead-mlm", "lookahead-clm")
 TIME_FILE = "replay_train_seconds.json"
@@ -163,8 +164,13 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     trained = {r: v for r, v in result["trained"].items() if v}
     summary = summarize(trained, result["baselines"])
     result["summary"] = summary
+    result["intervals"] = comparisons(trained, result["baselines"])
     (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(trained, result["baselines"], summary) + "\n\n" + margin_table(summary, result)
+    if result["intervals"]:
+        table += ("\n\nPaired bootstrap over queries and seeds (2,000 replicates; * the 95 % interval excludes 0; "
+                  "collapsed: one candidate gets > 90 % of every benchmark's queries):\n\n"
+                  + interval_table(result["intervals"]))
     (out / "replay.md").write_text(f"`{result['command']}`\n\n{table}\n")
     bar_chart(trained, result["baselines"], out / "replay.png")
     return table
@@ -192,11 +198,26 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
             result["best_checkpoints"][router].append(checkpoint)
             result["train_seconds"][router].append(took)
             print(f"[replay] seed {seed}: evaluating {router} ({took / 60:.1f} min to train)", flush=True)
-            result["trained"][router].append(evaluate(router, frame, "test", options={"checkpoint": checkpoint}))
+            result["trained"][router].append(cached_evaluation(router, frame, data, checkpoint))
             write_outputs(out, result)
     table = write_outputs(out, result)
     print(table)
     print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
+    return result
+
+
+def cached_evaluation(router: str, frame, data: str, checkpoint: str) -> dict[str, Any]:
+    """The test evaluation of a checkpoint, kept in its folder keyed by the weights and the data:
+    a rerun of `bench replay` over finished runs reads it back instead of scoring again (minutes each)."""
+    weights = Path(checkpoint) / "model.pt"
+    stat = weights.stat()
+    key = hashlib.sha256(f"{router}\x00{data}\x00{len(frame)}\x00{stat.st_size}\x00{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cache = Path(checkpoint) / f"evaluation-test-{key}.json"
+    if cache.is_file():
+        print(f"[replay] {router}: evaluation read from {cache}", flush=True)
+        return json.loads(cache.read_text())
+    result = evaluate(router, frame, "test", options={"checkpoint": checkpoint})
+    cache.write_text(json.dumps(result) + "\n")
     return result
 
 

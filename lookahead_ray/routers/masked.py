@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from lookahead_ray.routers.losses import IGNORE_INDEX, LookaheadLoss, lookahead_mlm_loss
+from lookahead_ray.routers.losses import IGNORE_INDEX, LookaheadLoss, lookahead_mlm_loss, masked_token_ce
 from lookahead_ray.routers.mlc import layer_kwargs, needs_tokenizer
 
 
@@ -257,6 +257,23 @@ class LookaheadMLM(nn.Module):
         routing_logits, mlm_logits = self(batch["input_ids"], batch["attention_mask"], target_mask=target_mask)
         return lookahead_mlm_loss(routing_logits, batch["labels"], mlm_logits, batch["mlm_targets"][target_mask],
                                   aux_weight)
+
+    def head_parameters(self):
+        """The vocabulary head's own parameters: not the decoder weight it shares with the word
+        embeddings (a tied decoder is already pretrained, and moving it would move the inputs too)."""
+        shared = {id(p) for p in self.mlm.get_input_embeddings().parameters()}
+        head = vocabulary_head(self.mlm)
+        modules = [head] if isinstance(head, nn.Module) else [self.mlm.head, self.mlm.decoder]
+        return [p for m in modules for p in m.parameters() if id(p) not in shared]
+
+    def head_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Masked-token cross-entropy through the vocabulary head alone: the backbone runs without
+        gradients, so only `head_parameters()` learn (the head warm-up of training/loop.py)."""
+        target_mask = batch["mlm_targets"] != IGNORE_INDEX  # (B, S)
+        with torch.no_grad():
+            hidden = self.mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        head = vocabulary_head(self.mlm)
+        return masked_token_ce(head(hidden[target_mask]), batch["mlm_targets"][target_mask])  # (N, V) vs (N,)
 
     def check_length(self, input_ids: torch.Tensor) -> None:
         limit = getattr(self.mlm.config, "max_position_embeddings", None)

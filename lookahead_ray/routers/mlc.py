@@ -83,13 +83,25 @@ class MLCRouter(nn.Module):
 
         backbone = AutoModel.from_pretrained(backbone_path_or_id, dtype=torch.float32, **layer_kwargs(num_layers))
         tokenizer = AutoTokenizer.from_pretrained(backbone_path_or_id)
+        if tokenizer.pad_token is None:  # decoder tokenizers often have none; padding is masked out anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"  # forward() finds the last real token from the mask
         return cls(backbone, n_candidates, dropout, tokenizer, max_prompt_len)
 
     def collator(self) -> MLCCollator:
         return MLCCollator(needs_tokenizer(self.tokenizer), self.max_prompt_len)
 
+    @property
+    def pools_last_token(self) -> bool:
+        """A decoder backbone (no [CLS], as SmolLM2) reads the last prompt token, whose causal state has
+        seen the whole prompt, as HF's *ForSequenceClassification does; an encoder reads [CLS]."""
+        return self.tokenizer is not None and getattr(self.tokenizer, "cls_token", None) is None
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, S, H)
+        if self.pools_last_token:
+            last = attention_mask.sum(dim=1) - 1  # (B,) right padding: the last real token
+            return self.head(self.dropout(hidden[torch.arange(len(last), device=hidden.device), last]))  # (B, T)
         return self.head(self.dropout(hidden[:, 0]))  # (B, T)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -7,6 +7,7 @@ and then loads every weight, heads and added model-ID rows included, from `model
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +33,46 @@ class RouterSpec:
     max_prompt_len: int = 128
     block_len: int = 64
     max_response_len: int = 64
+    truncation_side: str = "right"
+    """Which end of a long prompt the tokenizer cuts (checkpoints from before this field: right)."""
 
     @classmethod
     def from_train_config(cls, cfg) -> "RouterSpec":
         return cls(kind=cfg.router, backbone=cfg.backbone, candidates=tuple(cfg.data.candidates),
                    num_layers=cfg.num_layers, dropout=cfg.dropout, max_prompt_len=cfg.max_prompt_len,
-                   block_len=cfg.block_len, max_response_len=cfg.max_response_len)
+                   block_len=cfg.block_len, max_response_len=cfg.max_response_len,
+                   truncation_side=cfg.truncation_side)
 
 
 def build_router(spec: RouterSpec) -> torch.nn.Module:
-    """A fresh router module for `spec` (pretrained backbone, new heads)."""
+    """A fresh router module for `spec` (pretrained backbone, new heads), its tokenizer cutting long
+    prompts on `spec.truncation_side`."""
+    with quiet_cut_load(spec.num_layers):
+        model = _build(spec)
+    if getattr(model, "tokenizer", None) is not None:
+        model.tokenizer.truncation_side = spec.truncation_side
+    return model
+
+
+@contextmanager
+def quiet_cut_load(num_layers: int | None):
+    """Silence transformers' load report when the backbone is cut to its first `num_layers` layers:
+    it would list every weight of the dropped layers as UNEXPECTED (about 30 lines a load), which is
+    the intended outcome of the cut. An uncut load keeps the report (a missing weight matters there)."""
+    from transformers.utils import logging as hf_logging
+
+    if num_layers is None:
+        yield
+        return
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def _build(spec: RouterSpec) -> torch.nn.Module:
     source = resolve(spec.backbone)
     n = len(spec.candidates)
     if spec.kind == "mlc":

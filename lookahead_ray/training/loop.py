@@ -157,7 +157,9 @@ def warm_head(model: torch.nn.Module, cfg: TrainConfig, shard, device: torch.dev
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            # every grad, not only the head's: the decoder tied to the word embeddings got one too,
+            # which the main optimizer's first step must not see
+            model.zero_grad(set_to_none=True)
             done += 1
             if rank == 0 and (done % 10 == 0 or done == 1):
                 print(f"[train] head warm-up {done}/{cfg.head_warmup_steps}: MLM loss {loss.item():.3f}", flush=True)

@@ -212,3 +212,26 @@ def test_from_pretrained_truncates_layers_and_keeps_the_layout(tmp_path, tokeniz
     assert model.head.out_features == 2
     batch = model.collator()([{"prompt": "hello world"}], mask_rate=1.0)
     assert batch["input_ids"].tolist() == [[2, 15, 3, 5, 5, 3, 6, 6, 3]]
+
+
+def test_head_warmup_trains_the_vocabulary_head_alone(tokenizer):
+    """The head warm-up (TrainConfig.head_warmup_steps) moves the MLM head's transform and bias, not
+    the backbone, not the routing head, and not the decoder weight tied to the word embeddings."""
+    model = LookaheadMLM(tiny_mlm(), n_candidates=2)
+    params = model.head_parameters()
+    tied = model.mlm.bert.embeddings.word_embeddings.weight
+    assert params and all(p is not tied for p in params)
+    batch = MaskedCollator(tokenizer, n_candidates=2, block_len=4)(EXAMPLES, mask_rate=0.5)
+    before = model.head_loss(batch)
+    before.backward()
+    assert all(p.grad is not None for p in params)
+    assert model.head.weight.grad is None  # no routing loss
+    assert all(p.grad is None for p in model.mlm.bert.encoder.parameters())  # the backbone runs without grads
+    tied_before = tied.detach().clone()
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    for _ in range(20):
+        optimizer.zero_grad()
+        model.head_loss(batch).backward()
+        optimizer.step()
+    assert model.head_loss(batch).item() < before.item()  # the head fits the masked tokens
+    assert torch.equal(tied, tied_before)  # the tied decoder (= word embeddings) is not in the warm-up's optimizer

@@ -96,3 +96,28 @@ def test_from_pretrained_truncates_layers_and_loads_the_tokenizer(tmp_path, toke
     assert router.collator()([{"prompt": "yes"}])["input_ids"].tolist() == [[2, 17, 3]]
     with pytest.raises(ValueError, match="num_layers"):
         MLCRouter.from_pretrained(str(tmp_path), n_candidates=4, num_layers=0)
+
+
+def test_decoder_backbone_reads_the_last_prompt_token_and_ignores_padding(tmp_path):
+    """SmolLM2-style MLC (the paper's `sc` router): no [CLS], so the last real token's state is read;
+    a prompt scores the same alone and beside a longer one (right padding masked out)."""
+    from tests.tiny_models import save_tiny_llama
+
+    router = MLCRouter.from_pretrained(str(save_tiny_llama(tmp_path / "llama")), n_candidates=3).eval()
+    assert router.pools_last_token
+    alone = router.score({"prompt": ["What is 12 plus 30?"]})
+    padded = router.score({"prompt": ["What is 12 plus 30?", "Write a python function that returns the sum of a list."]})
+    torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(padded[0], padded[1])
+
+
+def test_left_truncation_keeps_the_end_of_a_long_prompt(tmp_path):
+    from lookahead_ray.training.checkpoint import RouterSpec, build_router
+    from tests.tiny_models import save_tiny_bert
+
+    backbone = str(save_tiny_bert(tmp_path / "bert"))
+    spec = RouterSpec(kind="mlc", backbone=backbone, candidates=("a", "b"), max_prompt_len=6, truncation_side="left")
+    router = build_router(spec)
+    ids = router.collator()([{"prompt": "hello world " * 10 + "solve for x"}])["input_ids"][0].tolist()
+    tail = router.tokenizer("solve for x", add_special_tokens=False)["input_ids"]
+    assert ids[-1] == router.tokenizer.sep_token_id and ids[-1 - len(tail):-1] == tail
