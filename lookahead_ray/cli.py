@@ -12,6 +12,7 @@ from typing import Callable
 
 from lookahead_ray.config import load_data_config, to_dict
 from lookahead_ray.storage import staged
+from lookahead_ray.tuning import start_ray
 
 
 def cmd_import_release(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"router": args.router, "dataset": args.data, "max_steps": args.max_steps, "name": args.name}
     cfg = load_train_config(args.config, **overrides)
     if not ray.is_initialized():
-        ray.init(address=args.address)
+        start_ray(args.address)  # Train's placement-group cleaner must know this cluster's address
     outcome = train(cfg, mlflow_enabled=not args.no_mlflow)
     print(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
     return 0
@@ -146,7 +147,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.data:
         raise SystemExit("bench replay: --data is required (unless --merge)")
     if not ray.is_initialized():
-        ray.init(address=args.address)
+        start_ray(args.address)  # as in train: the cleaner of each run needs the address
     run_replay(args.data, args.seeds, args.full, args.out, args.runs, args.configs, routers,
                mlflow_enabled=not args.no_mlflow, command=command, seed_list=seed_list(args.seed_list))
     return 0
