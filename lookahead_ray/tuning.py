@@ -237,7 +237,11 @@ def start_ray(address: str | None) -> None:
 
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")  # `ray job submit` gives its driver RAY_ADDRESS=auto
+    address = address or os.environ.get("RAY_ADDRESS")  # `ray job submit` gives its driver RAY_ADDRESS
+    if address is None:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        address = canonicalize_bootstrap_address(None)  # a `ray start` cluster ray.init() would join, or None
     if address not in (None, "local"):  # `local`, as ray.init takes it: always a new local Ray
         gcs = cluster_address(address)
         ray.init(address=gcs, runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
