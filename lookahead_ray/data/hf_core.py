@@ -13,6 +13,9 @@ Decoding follows vLLM's semantics where transformers differs:
   and top-p, over the tokens generated so far (transformers has only a multiplicative repetition
   penalty);
 - log-probabilities are those of the raw model distribution (vLLM's default `raw_logprobs`).
+
+torch and transformers are imported where used: `generate` (and so the CLI) imports this module,
+and a `lookahead-ray --help` should not pay for them.
 """
 
 from __future__ import annotations
