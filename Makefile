@@ -55,6 +55,8 @@ demo: venv
 # The CI tier: unit tests and the integration tests that start Ray, Train and Serve on CPU.
 # Tests marked `slow` (the vLLM Serve app, the end-to-end Tune sweep) run with `make test-all`.
 test: venv
+	# The layer contracts of pyproject.toml ([tool.importlinter]): a wrong-way import fails the build.
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: venv

@@ -38,7 +38,7 @@ def pick_router(source: str | None, pool, tracking_uri: str, workdir: Path) -> t
     """(router source, how it was chosen)."""
     from lookahead_ray.config import load_train_config
     from lookahead_ray.serving.app import DEFAULT_ROUTER, resolve_path, resolve_router
-    from lookahead_ray.training.checkpoint import RouterSpec, build_router, save_router
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
 
     if source:
         return resolve_router(source, pool, tracking_uri)[0], "given"

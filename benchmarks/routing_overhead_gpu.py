@@ -84,8 +84,8 @@ def router_predictor(config_file: str, backbone: str | None, candidates: tuple[s
                      device: str, precision: str = "float32"):
     """A RouterPredictor on `device` for one replay GPU config (its backbone replaced if given)."""
     from lookahead_ray.config import load_train_config
-    from lookahead_ray.serving.predictor import RouterPredictor
-    from lookahead_ray.training.checkpoint import RouterSpec, build_router, save_router
+    from lookahead_ray.routers.predictor import RouterPredictor
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
 
     cfg = load_train_config(config_file)
     spec = RouterSpec(kind=cfg.router, backbone=backbone or cfg.backbone, candidates=candidates,

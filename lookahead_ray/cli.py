@@ -137,7 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks: `bench replay` trains the routers on the replay split and evaluates them."""
     import ray
 
-    from lookahead_ray.evaluation.replay import TRAINED, merge_replays, run_replay
+    from lookahead_ray.replay import TRAINED, merge_replays, run_replay
 
     command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     routers = tuple(args.routers.split(",")) if args.routers else TRAINED

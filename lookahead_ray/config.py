@@ -7,6 +7,7 @@ bad value instead of silently changing it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,11 +284,15 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
 
 def dataset_candidates(dataset: str | Path) -> list[str] | None:
     """The candidates an imported or generated dataset's manifest lists; None for a release folder."""
-    from lookahead_ray.data.schema import is_dataset, read_manifest
-
-    if not is_dataset(dataset):
+    # Read here rather than through data/schema.py: config sits below data in the layers. A dataset
+    # at a storage URI is not read here; its config names the pool (`data: {candidates: [...]}`).
+    manifest = Path(str(dataset)) / "manifest.json"
+    if "://" in str(dataset) or not manifest.is_file():
         return None
-    return list(read_manifest(dataset).get("candidates") or []) or None
+    try:
+        return list(json.loads(manifest.read_text()).get("candidates") or []) or None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{manifest}: cannot read the manifest: {err}") from err
 
 
 ENGINES = ("vllm", "hf")

@@ -127,28 +127,3 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def finish_training_run(run_id: str, checkpoint_dir: str, metrics: dict[str, Any], cfg) -> str | None:
-    """Log the best checkpoint as a pyfunc model (the checkpoint folder is its artifact) and register
-    it with its candidate pool if `cfg.register_as`. Returns `models:/<name>/<version>` or None."""
-    import mlflow
-
-    from lookahead_ray.serving.pyfunc import RouterModel
-
-    mlflow.set_tracking_uri(tracking_uri())
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"best/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.log_dict({"candidates": list(cfg.data.candidates), "router": cfg.router}, "candidate_pool.json")
-        info = mlflow.pyfunc.log_model(
-            name="router",
-            python_model=RouterModel(),
-            artifacts={"checkpoint": checkpoint_dir},
-            pip_requirements=["lookahead-ray"],
-            registered_model_name=cfg.register_as or None,
-        )
-    if not cfg.register_as:
-        return None
-    version = info.registered_model_version
-    client = mlflow.MlflowClient()
-    client.set_model_version_tag(cfg.register_as, version, "candidates", json.dumps(list(cfg.data.candidates)))
-    client.set_model_version_tag(cfg.register_as, version, "router", cfg.router)
-    return f"models:/{cfg.register_as}/{version}"

@@ -462,7 +462,7 @@ def pick_share(checkpoint: str, val_rows, filesystem=None) -> dict[str, float]:
     downloaded first: Ray's Checkpoint.as_directory)."""
     from ray.train import Checkpoint
 
-    from lookahead_ray.serving.predictor import RouterPredictor
+    from lookahead_ray.routers.predictor import RouterPredictor
 
     with Checkpoint(checkpoint, filesystem=filesystem).as_directory() as directory:
         predictor = RouterPredictor.load(directory)

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from lookahead_ray.config import DataConfig
-from lookahead_ray.data.release import import_release
-from lookahead_ray.data.schema import TEST_BENCHMARKS, is_dataset, read_dataset, read_manifest
-from lookahead_ray.evaluation import metrics as M
+from lookahead_ray.data.frames import load_frame  # noqa: F401  (the CLI and replay load through here too)
+from lookahead_ray.data.schema import TEST_BENCHMARKS
+from lookahead_ray.data import metrics as M
 from lookahead_ray.routers.base import route
 from lookahead_ray.routers.baselines import (
     BestSingleRouter,
@@ -34,20 +34,6 @@ log = logging.getLogger(__name__)
 
 BASELINE_NAMES = ("oracle", "random", "best-single", "knn", "fixed-<i>")
 TRAINED_NAMES = ("mlc", "lookahead-mlm", "lookahead-clm")
-
-
-def load_frame(data: str | Path, config: DataConfig) -> pd.DataFrame:
-    """An imported dataset (folder with manifest.json) or a release folder, as one frame."""
-    if is_dataset(data):
-        manifest = read_manifest(data)
-        stored = list(manifest.get("candidates", []))
-        if stored != list(config.candidates):
-            raise ValueError(
-                f"{data}: imported for candidates {stored}, but the config names {list(config.candidates)}; "
-                "re-import or pass the matching --config"
-            )
-        return read_dataset(data)
-    return import_release(data, config)
 
 
 def select_rows(frame: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -108,8 +94,9 @@ def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str
 
 def trained_router(name: str, n_candidates: int, options: dict[str, Any]):
     """A trained router from --checkpoint (a folder or models:/<name>/<version>)."""
-    from lookahead_ray.serving.predictor import RouterPredictor, resolve_checkpoint
-    from lookahead_ray.training.checkpoint import read_spec
+    from lookahead_ray.registry import resolve_checkpoint
+    from lookahead_ray.routers.checkpoint import read_spec
+    from lookahead_ray.routers.predictor import RouterPredictor
 
     source = options.get("checkpoint")
     if not source:

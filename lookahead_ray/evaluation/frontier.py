@@ -27,7 +27,7 @@ import torch
 from lookahead_ray.config import DataConfig
 from lookahead_ray.data.costs import CostTable, load_cost_table, token_counter, token_counts
 from lookahead_ray.data.schema import TEST_BENCHMARKS
-from lookahead_ray.evaluation import metrics as M
+from lookahead_ray.data import metrics as M
 from lookahead_ray.evaluation.evaluate import as_batch, best_single_choices, build_router, select_rows
 from lookahead_ray.routers.base import route
 
@@ -264,6 +264,12 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def best_point_cost(points: list[dict[str, Any]]) -> float:
+    """The least mean cost at which the router reaches its best quality."""
+    top = max(p["quality"] for p in points)
+    return min(p["cost"] for p in points if p["quality"] == top)
+
+
 def format_frontier(result: dict[str, Any]) -> str:
     """Two fixed-width tables: the single candidates, then one row of headline numbers per router."""
     ref = result["reference"]
@@ -276,15 +282,19 @@ def format_frontier(result: dict[str, Any]) -> str:
         lines.append(f"{p['candidate']:<28}{p['cost']:>11.3f}{p['quality']:>9.3f}{cells}")
     lines += ["", f"mixing line: {ref['cheapest']} (cheapest) -> {ref['best']} (best quality); "
               f"shares are of {ref['best']}'s quality and cost"]
+    if ref["best_cost"] <= ref["cheapest_cost"] or ref["best_quality"] <= ref["cheapest_quality"]:
+        lines.append("the best candidate is also the cheapest: single candidates offer no trade-off, so APGR "
+                     "and area are undefined (-); compare the routers' cost and quality columns instead")
     header = (f"{'router':<16}{'q@25%c':>8}{'q@50%c':>8}{'q@75%c':>8}{'c@95%q':>8}{'APGR':>8}"
-              f"{'area':>8}{'min gap':>9}{'max q':>8}")
+              f"{'area':>8}{'min gap':>9}{'max q':>8}{'its cost':>9}{'min cost':>9}")
     lines += [header, "-" * len(header)]
     for label, entry in result["routers"].items():
         s = entry["summary"]
         shares = s["quality_share_at_cost"]
         lines.append(f"{label:<16}" + "".join(f"{_fmt(shares[str(f)]):>8}" for f in COST_SHARES)
                      + f"{_fmt(s['cost_share_for_95']):>8}{_fmt(s['apgr']):>8}{_fmt(s['area_above_mixing']):>8}"
-                     + f"{_fmt(s['min_gap_to_mixing']):>9}{s['quality_range'][1]:>8.3f}")
+                     + f"{_fmt(s['min_gap_to_mixing']):>9}{s['quality_range'][1]:>8.3f}"
+                     + f"{best_point_cost(entry['points']):>9.3f}{s['cost_range'][0]:>9.3f}")
     return "\n".join(lines)
 
 

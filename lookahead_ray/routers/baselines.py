@@ -16,7 +16,7 @@ import torch
 from lookahead_ray.config import LabelConfig
 from lookahead_ray.data.labels import normalize_scores
 from lookahead_ray.data.splits import hash_unit
-from lookahead_ray.evaluation.metrics import metric_for, one_hot, parse_aux
+from lookahead_ray.data.metrics import metric_for, one_hot, parse_aux
 
 log = logging.getLogger(__name__)
 

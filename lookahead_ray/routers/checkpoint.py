@@ -1,4 +1,7 @@
-"""A router checkpoint: `router.json` (what to rebuild) + `model.pt` (its weights) [+ train_state.pt].
+"""The router checkpoint contract: `router.json` (what to rebuild) + `model.pt` (its weights) [+ train_state.pt].
+
+Written by training (`save_router`), read by evaluation and serving (`load_router`, `read_spec`);
+`ROUTERS` is the one table of router kinds.
 
 Rebuilding reads the backbone again from its source (a local path or an alias resolved offline)
 and then loads every weight, heads and added model-ID rows included, from `model.pt`.
@@ -72,23 +75,35 @@ def quiet_cut_load(num_layers: int | None):
         hf_logging.set_verbosity(before)
 
 
+def _mlc(source: str, spec: RouterSpec) -> torch.nn.Module:
+    from lookahead_ray.routers.mlc import MLCRouter
+
+    return MLCRouter.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout, spec.max_prompt_len)
+
+
+def _masked(source: str, spec: RouterSpec) -> torch.nn.Module:
+    from lookahead_ray.routers.masked import LookaheadMLM
+
+    return LookaheadMLM.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout, spec.block_len,
+                                        spec.max_prompt_len)
+
+
+def _causal(source: str, spec: RouterSpec) -> torch.nn.Module:
+    from lookahead_ray.routers.causal import LookaheadCLM
+
+    return LookaheadCLM.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout,
+                                        max_prompt_len=spec.max_prompt_len, max_response_len=spec.max_response_len)
+
+
+ROUTERS = {"mlc": _mlc, "lookahead-mlm": _masked, "lookahead-clm": _causal}
+"""Router kind -> builder of a fresh module: the one table every command, config check and loader reads
+(the builders import their router module when called: the CLI starts without torch's model code)."""
+
+
 def _build(spec: RouterSpec) -> torch.nn.Module:
-    source = resolve(spec.backbone)
-    n = len(spec.candidates)
-    if spec.kind == "mlc":
-        from lookahead_ray.routers.mlc import MLCRouter
-
-        return MLCRouter.from_pretrained(source, n, spec.num_layers, spec.dropout, spec.max_prompt_len)
-    if spec.kind == "lookahead-mlm":
-        from lookahead_ray.routers.masked import LookaheadMLM
-
-        return LookaheadMLM.from_pretrained(source, n, spec.num_layers, spec.dropout, spec.block_len, spec.max_prompt_len)
-    if spec.kind == "lookahead-clm":
-        from lookahead_ray.routers.causal import LookaheadCLM
-
-        return LookaheadCLM.from_pretrained(source, n, spec.num_layers, spec.dropout,
-                                            max_prompt_len=spec.max_prompt_len, max_response_len=spec.max_response_len)
-    raise ValueError(f"unknown router kind {spec.kind!r}")
+    if spec.kind not in ROUTERS:
+        raise ValueError(f"unknown router kind {spec.kind!r}; known: {sorted(ROUTERS)}")
+    return ROUTERS[spec.kind](resolve(spec.backbone), spec)
 
 
 def save_router(model: torch.nn.Module, spec: RouterSpec, directory: str | Path,

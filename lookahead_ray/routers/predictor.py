@@ -1,4 +1,6 @@
-"""Load a router checkpoint (a folder, or an MLflow registry URI) and score prompts. No Ray inside."""
+"""Load a router checkpoint (a folder, or an MLflow registry URI) and score prompts. No Ray inside.
+
+Used by evaluation, tuning, the MLflow pyfunc model and the Serve router deployment alike."""
 
 from __future__ import annotations
 
@@ -9,25 +11,7 @@ import numpy as np
 import torch
 
 from lookahead_ray.routers.base import route
-from lookahead_ray.training.checkpoint import SPEC_FILE, load_router
-
-
-def resolve_checkpoint(source: str) -> str:
-    """A local checkpoint folder for `source`: a folder, or `models:/<name>/<version>` from MLflow."""
-    if source.startswith("models:/"):
-        import mlflow
-
-        from lookahead_ray.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
-        found = sorted(local.rglob(SPEC_FILE))
-        if not found:
-            raise FileNotFoundError(f"{source}: the model version holds no router checkpoint ({SPEC_FILE})")
-        return str(found[0].parent)
-    if not Path(source).is_dir():
-        raise FileNotFoundError(f"{source}: no such checkpoint folder")
-    return source
+from lookahead_ray.routers.checkpoint import load_router
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -57,7 +41,8 @@ class RouterPredictor:
     @classmethod
     def load(cls, source: str, batch_size: int = 16, device: str = "auto",
              precision: str = "float32") -> "RouterPredictor":
-        model, spec = load_router(resolve_checkpoint(source))
+        """From a local checkpoint folder (`registry.resolve_checkpoint` turns a models:/ URI into one)."""
+        model, spec = load_router(source)
         return cls(model, spec.candidates, batch_size, device, precision)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:

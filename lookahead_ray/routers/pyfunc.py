@@ -11,7 +11,7 @@ import mlflow.pyfunc
 
 class RouterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from lookahead_ray.serving.predictor import RouterPredictor
+        from lookahead_ray.routers.predictor import RouterPredictor
 
         self.predictor = RouterPredictor.load(context.artifacts["checkpoint"])
 

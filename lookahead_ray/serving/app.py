@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lookahead_ray.config import CandidateSpec, PoolConfig, from_dict, load_pool
+from lookahead_ray.registry import resolve_registered
 from lookahead_ray.serving.engines import LookaheadRouter, engine_groups, hf_engine_app, vllm_engine_app
 from lookahead_ray.serving.auth import check_exposure, http_host
 from lookahead_ray.serving.ingress import IngressSettings, LookaheadIngress
@@ -140,39 +141,8 @@ def resolve_router(source: str, pool: PoolConfig, tracking_uri: str) -> tuple[st
     """(a source every replica can load, the router's kind), after checking that the router was
     trained for exactly this pool: the same names in the same order (the order of its scores)."""
     if source.startswith("models:/"):
-        name, _, version = source[len("models:/"):].partition("/")
-        if not name or not version:
-            raise ValueError(f"router {source!r}: expected models:/<name>/<version|latest>")
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri)
-        try:
-            versions = client.search_model_versions(f"name='{name}'")
-        except Exception as err:
-            raise ValueError(f"router {source!r}: cannot read the registry at {tracking_uri}: {err}") from err
-        if not versions:
-            raise ValueError(f"router {source!r}: no model {name!r} is registered in {tracking_uri}; run `make demo` "
-                             f"(it trains and registers one), or set {ROUTER_ENV} / args.router to a checkpoint folder")
-        by_version = sorted(versions, key=lambda v: int(v.version), reverse=True)
-        pool_names = list(pool.names)
-        if version == "latest":
-            fitting = [v for v in by_version if json.loads(v.tags.get("candidates", "null") or "null") == pool_names]
-            if not fitting:
-                seen = sorted({v.tags.get("candidates", "?") for v in by_version})
-                raise ValueError(f"router {source!r}: no version of {name!r} was trained for the pool {pool_names} "
-                                 f"(names and order); registered pools: {seen}")
-            chosen = fitting[0]
-        else:
-            chosen = next((v for v in by_version if v.version == version), None)
-            if chosen is None:
-                raise ValueError(f"router {source!r}: {name!r} has no version {version}")
-            trained_for = json.loads(chosen.tags.get("candidates", "null") or "null")
-            if trained_for != pool_names:
-                raise ValueError(f"router {source!r} was trained for candidates {trained_for}, but the pool has "
-                                 f"{pool_names}: names and order must match")
-        kind = chosen.tags.get("router") or "router"
-        return f"models:/{name}/{chosen.version}", kind
-    from lookahead_ray.training.checkpoint import read_spec
+        return resolve_registered(source, list(pool.names), tracking_uri)
+    from lookahead_ray.routers.checkpoint import read_spec
 
     folder = resolve_path(source, "router checkpoint")
     spec = read_spec(folder)

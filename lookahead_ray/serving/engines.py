@@ -48,14 +48,15 @@ class LookaheadRouter:
                  batch_wait_timeout_s: float = 0.005, threads: int | None = None, precision: str = "float32"):
         import torch
 
-        from lookahead_ray.serving.predictor import RouterPredictor
+        from lookahead_ray.registry import resolve_checkpoint
+        from lookahead_ray.routers.predictor import RouterPredictor
 
         if tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # resolve_checkpoint reads it for models:/ URIs
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
-        self.predictor = RouterPredictor.load(source, batch_size=max_batch_size, precision=precision)
+        self.predictor = RouterPredictor.load(resolve_checkpoint(source), batch_size=max_batch_size, precision=precision)
         self.predictor.score({"prompt": ["warm-up"]})  # the first forward is slow: not on a user's request
         self.score.set_max_batch_size(max_batch_size)
         self.score.set_batch_wait_timeout_s(batch_wait_timeout_s)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lookahead_ray.config import TrainConfig
+from lookahead_ray.data.frames import load_frame
 from lookahead_ray.data.labels import bce_targets, normalize_scores
 from lookahead_ray.data.mix import draw_train, draw_val
 
@@ -40,8 +41,6 @@ def restrict(frame: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
 def split_rows(cfg: TrainConfig, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(all rows of the dataset, train sample, val rows) before targets are added."""
     if frame is None:
-        from lookahead_ray.evaluation.evaluate import load_frame
-
         frame = load_frame(cfg.dataset, cfg.data)
     frame = restrict(frame, cfg)
     train_pool, val_pool = frame[frame["split"] == "train"], frame[frame["split"] == "val"]

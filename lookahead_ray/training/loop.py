@@ -21,7 +21,7 @@ import torch
 
 from lookahead_ray.config import TrainConfig, from_dict
 from lookahead_ray.curriculum import mask_rate
-from lookahead_ray.training.checkpoint import RouterSpec, build_router, load_train_state, save_router
+from lookahead_ray.routers.checkpoint import RouterSpec, build_router, load_train_state, save_router
 from lookahead_ray.training.selection import SUMS, row_sums, selection_metrics
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from mlflow.entities import Param
 from lookahead_ray.config import TrainConfig, to_dict
 from lookahead_ray.data.mix import label_prior
 from lookahead_ray.storage import check_reachable, check_shared, is_uri, ray_storage
-from lookahead_ray.training.checkpoint import RouterSpec
+from lookahead_ray.routers.checkpoint import RouterSpec
 from lookahead_ray.training.data import training_frames
 from lookahead_ray.training.loop import total_steps, train_loop_per_worker
 
@@ -119,10 +119,10 @@ def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] |
     metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics)
     registered = None
     if mlflow_enabled:
-        from lookahead_ray.tracking import finish_training_run
+        from lookahead_ray.registry import register_router
 
         with best.as_directory() as directory:  # a checkpoint in a bucket is downloaded for MLflow
-            registered = finish_training_run(run_id, directory, metrics, cfg)
+            registered = register_router(run_id, directory, metrics, cfg)
     print(f"[train] best checkpoint {best.path} ({SELECT_METRIC} {metrics.get(SELECT_METRIC, float('nan')):.4f} "
           f"± {metrics.get('val_score_se', float('nan')):.4f})", flush=True)
     return TrainOutcome(checkpoint_location(cfg.storage_path, best.path), dict(metrics), run_id, registered)

@@ -158,6 +158,26 @@ def test_a_dataset_round_trips_through_the_bucket_and_a_missing_bucket_is_named(
     check_reachable(uri, "storage_path")  # the bucket that exists passes
 
 
+def test_a_staged_folder_is_copied_up_and_resumes_from_the_bucket(seaweed, monkeypatch):
+    """`generate --out s3://...` writes locally, then copies up; a rerun starts from what the bucket has."""
+    from lookahead_ray.storage import staged
+
+    for key, value in seaweed.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://{BUCKET}/generations"
+    with staged(uri, "--out") as folder:
+        (Path(folder) / "responses").mkdir()
+        (Path(folder) / "responses" / "shard-00000.parquet").write_bytes(b"first")
+    assert bucket_files(seaweed, "generations") == [f"{BUCKET}/generations/responses/shard-00000.parquet"]
+    with staged(uri, "--out") as folder:  # the resume: the first shard is there locally
+        assert (Path(folder) / "responses" / "shard-00000.parquet").read_bytes() == b"first"
+        (Path(folder) / "responses" / "shard-00001.parquet").write_bytes(b"second")
+    assert len(bucket_files(seaweed, "generations")) == 2
+    with staged(uri, "--in", upload=False) as folder:  # an input: read, never written back
+        (Path(folder) / "scratch").write_text("x")
+    assert len(bucket_files(seaweed, "generations")) == 2
+
+
 # ---- the slow test: nodes, server, store and jobs ----
 
 @pytest.fixture
@@ -314,7 +334,8 @@ def test_two_nodes_that_share_only_uris_train_resume_and_register(seaweed, track
     os.environ.update(seaweed)  # this process writes the dataset into the bucket
     try:
         rows = release_frame[release_frame["benchmark"] == "GSM8K"]
-        frame = pd.concat([rows[rows["split"] == "train"].head(32), rows[rows["split"] == "val"].head(8)])
+        # 96 train rows: after ties are dropped, still more than 2 workers x batch 2 x MAX_STEPS
+        frame = pd.concat([rows[rows["split"] == "train"].head(96), rows[rows["split"] == "val"].head(8)])
         write_dataset(frame, f"s3://{BUCKET}/data", {"candidates": list(release_frame["candidates"].iloc[0])})
     finally:
         for key in seaweed:
@@ -329,7 +350,9 @@ def test_two_nodes_that_share_only_uris_train_resume_and_register(seaweed, track
               "experiment": "lookahead-ray-cluster"}
     (job / "train.yaml").write_text(yaml.safe_dump(config))
     (job / "local.yaml").write_text(yaml.safe_dump({**config, "storage_path": str(nodes.root / "head" / "runs")}))
-    env = {**seaweed, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
+    env = {**seaweed, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0",
+           "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}  # a loaded 2-core machine starts workers slowly
 
     # 1. A node-local storage_path on a two-node cluster fails at start, naming the setting and the fix.
     done = submit(nodes, "train", ["--config", "local.yaml"], env, "local-path", job)

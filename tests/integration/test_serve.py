@@ -42,7 +42,8 @@ def register_router(checkpoint, root) -> str:
     import mlflow
 
     from lookahead_ray.config import DataConfig, TrainConfig
-    from lookahead_ray.tracking import finish_training_run, start_training_run
+    from lookahead_ray.registry import register_router
+    from lookahead_ray.tracking import start_training_run
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = TrainConfig(router="lookahead-mlm", data=DataConfig(candidates=NAMES), register_as="lookahead-router",
@@ -53,7 +54,7 @@ def register_router(checkpoint, root) -> str:
         mlflow.set_tracking_uri(uri)
         mlflow.create_experiment("serve-test", artifact_location=(root / "artifacts").as_uri())
         run_id = start_training_run(cfg)
-        assert finish_training_run(run_id, str(checkpoint), {}, cfg) == "models:/lookahead-router/1"
+        assert register_router(run_id, str(checkpoint), {}, cfg) == "models:/lookahead-router/1"
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI")
@@ -66,7 +67,7 @@ def register_router(checkpoint, root) -> str:
 def served(ray_local, tmp_path_factory):
     from ray import serve
 
-    from lookahead_ray.training.checkpoint import RouterSpec, build_router, save_router
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
 
     root = tmp_path_factory.mktemp("serve")
     llama_a = save_tiny_llama(root / "llama_a")

@@ -20,7 +20,7 @@ NAMES = ("smollm2-terse", "smollm2-plain")
 def test_vllm_candidates_answer_and_stream(ray_local, tmp_path):
     from ray import serve
 
-    from lookahead_ray.training.checkpoint import RouterSpec, build_router, save_router
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
 
     spec = RouterSpec(kind="lookahead-mlm", backbone=str(save_tiny_bert(tmp_path / "bert")), candidates=NAMES,
                       max_prompt_len=32, block_len=8)

@@ -9,7 +9,7 @@ import pytest
 from lookahead_ray.cli import main
 from lookahead_ray.config import TrainConfig
 from lookahead_ray.data.schema import write_dataset
-from lookahead_ray.training.checkpoint import load_train_state
+from lookahead_ray.routers.checkpoint import load_train_state
 from lookahead_ray.training.trainer import train
 from tests.tiny_models import save_tiny_bert, save_tiny_llama
 

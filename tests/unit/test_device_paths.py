@@ -1,15 +1,15 @@
 """The training step and the predictor on each device torch sees: CPU always, CUDA where there is one.
 
 On CUDA the step runs under the loop's mixed precision (bf16 autocast, or fp16 with a GradScaler),
-so these are the GPU code paths of `training/loop.py` and `serving/predictor.py`, without Ray.
+so these are the GPU code paths of `training/loop.py` and `routers/predictor.py`, without Ray.
 """
 
 import pytest
 import torch
 
 from lookahead_ray.config import TrainConfig
-from lookahead_ray.serving.predictor import RouterPredictor, pick_device
-from lookahead_ray.training.checkpoint import RouterSpec, build_router, save_router
+from lookahead_ray.routers.predictor import RouterPredictor, pick_device
+from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
 from lookahead_ray.training.loop import apply_update, collate, make_optimizer, micro_loss, mixed_precision
 from tests.tiny_models import save_tiny_bert, save_tiny_llama
 

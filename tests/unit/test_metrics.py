@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lookahead_ray.data.release import arena_score
-from lookahead_ray.evaluation import metrics as M
+from lookahead_ray.data import metrics as M
 
 
 def test_accuracy_and_expectation():

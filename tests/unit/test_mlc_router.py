@@ -112,7 +112,7 @@ def test_decoder_backbone_reads_the_last_prompt_token_and_ignores_padding(tmp_pa
 
 
 def test_left_truncation_keeps_the_end_of_a_long_prompt(tmp_path):
-    from lookahead_ray.training.checkpoint import RouterSpec, build_router
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router
     from tests.tiny_models import save_tiny_bert
 
     backbone = str(save_tiny_bert(tmp_path / "bert"))

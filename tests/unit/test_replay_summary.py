@@ -3,7 +3,7 @@
 import pytest
 
 from lookahead_ray.cli import seed_list
-from lookahead_ray.evaluation.replay import (margin_table, markdown_table, mean_normalized, recorded_seconds,
+from lookahead_ray.replay import (margin_table, markdown_table, mean_normalized, recorded_seconds,
                                             merge_replays, single_correct_margin, summarize)
 
 
