@@ -92,7 +92,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 ROUTER_KINDS = ("mlc", "lookahead-mlm", "lookahead-clm")
 CURRICULUM_SHAPES = ("linear", "cosine", "step")
-MIXES = ("balanced", "fill", "natural")
+MIXES = ("balanced", "fill", "equal", "natural")
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,8 @@ class TrainConfig:
     """How the train sample is drawn from its sources (benchmarks): `balanced` gives every source at
     most an equal share of max_train_samples (a smaller source gives all its rows; the sample then
     shrinks rather than fill up from the big sources), `fill` shares that shortfall out among the
-    others, `natural` samples in proportion to the sources' sizes. The release's pool is 59 % SelfOSS
+    others, `equal` gives every source its full share and repeats a smaller source's rows (drawn
+    with replacement), `natural` samples in proportion to the sources' sizes. The release's pool is 59 % SelfOSS
     code: drawn naturally, "always the best coder" is the BCE optimum."""
     source_weights: dict[str, float] | None = None
     """Relative share per source on top of `mix` (sources not named keep weight 1; 0 leaves one out)."""

@@ -74,7 +74,7 @@ def allocate(available: dict[str, int], total: int, weights: dict[str, float], f
 
 def source_weights(cfg: TrainConfig, available: dict[str, int]) -> dict[str, float]:
     """Per-source weights of `cfg.mix` with `cfg.source_weights` on top."""
-    base = {name: (1.0 if cfg.mix == "balanced" else float(n)) for name, n in available.items()}
+    base = {name: (float(n) if cfg.mix == "natural" else 1.0) for name, n in available.items()}
     for name, weight in (cfg.source_weights or {}).items():
         base[name] = base.get(name, 1.0) * float(weight)
     return base
@@ -107,7 +107,11 @@ def draw_train(rows: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     if empty:
         raise ValueError(f"the training mix leaves no train row of {empty}: raise its source_weights/"
                          f"source_caps, or leave it out with `benchmarks:`")
-    parts = [part.sample(n=counts[name], random_state=cfg.seed) for name, part in rows.groupby("benchmark")]
+    if cfg.mix == "equal":  # every source its full share, a small one repeated (drawn with replacement)
+        share = total * np.array([weights[n] for n in sorted(available)]) / sum(weights[n] for n in available)
+        counts = {name: int(round(n)) for name, n in zip(sorted(available), share)}
+    parts = [part.sample(n=counts[name], random_state=cfg.seed, replace=counts[name] > len(part))
+             for name, part in rows.groupby("benchmark")]
     return pd.concat(parts).sample(frac=1.0, random_state=cfg.seed)
 
 

@@ -135,3 +135,10 @@ def test_config_rejects_bad_mix_fields():
         config(truncation_side="middle")
     assert config(eval_every=50).evaluation_interval(150) == 15
     assert config(eval_every=5).evaluation_interval(150) == 5
+
+
+def test_equal_mix_repeats_a_small_source_up_to_its_share():
+    frame = pd.concat([rows("code", [[1.0, 0.0]] * 100), rows("math", [[0.0, 1.0]] * 5)])
+    train = draw_train(frame, config(max_train_samples=40, mix="equal"))
+    assert train.groupby("benchmark").size().to_dict() == {"code": 20, "math": 20}
+    assert train[train.benchmark == "math"]["prompt_id"].nunique() == 5  # the 5 rows, repeated
