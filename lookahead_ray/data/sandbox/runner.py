@@ -30,13 +30,16 @@ MAX_OUTPUT_CHARS = 2000
 UNPRIVILEGED_UID_RANGE = (200_000, 2**31 - 2)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 HARNESS_NAME = "harness.py"
-HARNESS_SOURCE = Path(__file__).with_name(HARNESS_NAME)
+HARNESS_FILES = (HARNESS_NAME, "protocol.py")  # harness.py imports protocol.py from its own dir
 # What a cell sees of the host, read-only: the system dirs (where /bin and /lib are symlinks they
 # stay symlinks). The interpreter's own prefix is added when it lives elsewhere (pyenv, conda).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 PACKAGE_DIRS = ("lib/python3*/site-packages", "lib/python3*/dist-packages", "lib/python3/dist-packages",
                 "local/lib/python3*/site-packages", "local/lib/python3*/dist-packages", "lib64/python3*/site-packages")
 LEFTOVER_WAIT_S = 2.0
+# The wall clock also covers starting the interpreter and building the cells, which takes a few
+# hundred ms on a loaded machine: that much more, so a program gets about `timeout_s` of its own.
+STARTUP_ALLOWANCE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,9 @@ def build_tests_source(tests: str, entry_point: str | None = None) -> str:
 def _run_harness(python: str, config: dict, timeout_s: float) -> dict:
     """Start the harness, wait at most `timeout_s`, kill its process group, collect its record."""
     workdir = config["workdir"]
+    for name in HARNESS_FILES:  # the cells never see them: each cell's root is built over workdir
+        shutil.copyfile(Path(__file__).with_name(name), os.path.join(workdir, name))
     harness = os.path.join(workdir, HARNESS_NAME)
-    shutil.copyfile(HARNESS_SOURCE, harness)  # the cells never see it: their root is built over workdir
     env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, \
             tempfile.TemporaryFile() as stderr, _record_file() as (records, child_fd):
@@ -159,7 +163,7 @@ def _run_harness(python: str, config: dict, timeout_s: float) -> dict:
             return {"start_error": f"could not start {python}: {exc}"}
         timed_out = False
         try:
-            proc.wait(timeout=timeout_s)
+            proc.wait(timeout=timeout_s + STARTUP_ALLOWANCE_S)
         except subprocess.TimeoutExpired:
             timed_out = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -309,11 +313,11 @@ def _signal_outcome(signum: int) -> tuple[str, str]:
 def _sandbox_info(infos: list, plan: dict, leftovers: int) -> SandboxInfo:
     notes = list(plan["notes"])
     cells = [info for info in infos if isinstance(info, dict) and "contained" in info]
-    contained = len(cells) == 2 and all(info["contained"] is True for info in cells)
+    contained = len(cells) == 1 and cells[0]["contained"] is True
     for info in cells:
-        notes += [f"{info.get('role')}: {note}" for note in info.get("notes") or []]
-    if len(cells) < 2:
-        notes.append("a cell reported no setup")
+        notes += [str(note) for note in info.get("notes") or []]
+    if not cells:
+        notes.append("the sample's cell reported no setup")
     return SandboxInfo(uid=plan["sample_uid"], privileges_dropped=plan["sample_uid"] is not None and contained,
                        network_isolated=contained, filesystem_isolated=contained, processes_isolated=contained,
                        ipc_isolated=contained, leftovers=leftovers, notes=tuple(notes))
