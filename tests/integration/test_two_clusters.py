@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_multinode import LocalCluster
-
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def other_cluster():
     """A second Ray cluster (1 CPU, no dashboard) started before the test's own."""
+    from tests.integration.test_multinode import LocalCluster  # here: the driver below runs without tests/
+
     root = Path(tempfile.mkdtemp(prefix="lr2-", dir="/tmp"))
     cluster = LocalCluster(root)
     try:
