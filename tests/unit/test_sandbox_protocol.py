@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 
@@ -88,13 +89,16 @@ def test_program_exceptions_map_to_builtin_types_only():
 
 def test_the_tests_see_no_program_name_that_shadows_a_builtin_or_fakes_a_module():
     names = {"add": ["f"], "abs": ["f"], "isinstance": ["f"], "math": ["m", "math"], "m": ["m", "cmath"],
-             "os": ["m", "os"], "fake": ["m", "not_a_stdlib_module"], "limit": ["v", ["i", "a"]], "bad name": ["f"]}
+             "os": ["m", "os"], "fake": ["m", "not_a_stdlib_module"], "limit": ["v", ["i", "a"]], "bad name": ["f"],
+             "__builtins__": ["v", ["d", [[["s", "abs"], ["h", 0]]]]], "__name__": ["v", ["s", "x"]]}
     namespace = P.tests_namespace(link=None, names=names, trusted=None, entry_point=None)
     assert callable(namespace["add"]) and namespace["add"].__name__ == "add"
     assert "abs" not in namespace and "isinstance" not in namespace
     assert namespace["math"] is math and namespace["os"] is os
     assert "m" not in namespace and "fake" not in namespace and "bad name" not in namespace
     assert namespace["limit"] == 10
+    assert namespace["__builtins__"] is builtins
+    assert namespace["__name__"] == "__tests__"
 
 
 def test_trusted_prompt_helpers_replace_the_programs_and_the_entry_point_stays_a_proxy():

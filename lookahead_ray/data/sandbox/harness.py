@@ -21,6 +21,7 @@ import resource
 import select
 import signal
 import sys
+import time
 
 if __package__:  # imported as lookahead_ray.data.sandbox.harness (tests, linters)
     from . import protocol
@@ -335,15 +336,27 @@ def main():
     _, judge_status = os.waitpid(judge, 0)
     verdict = receive_or_none(verdict_r)
     sample_status = None
-    if verdict is None or verdict.get("verdict", [None])[0] == "gone":
-        _, sample_status = os.waitpid(sample, 0)  # it has ended or is ending: how did it end?
-    else:
+    if isinstance(verdict, dict) and verdict.get("verdict", [None])[0] == "gone":
+        sample_status = wait_briefly(sample, 1.0)  # it has ended or is ending: how did it end?
+    if sample_status is None:
         os.kill(sample, signal.SIGKILL)  # the death of the cell's PID 1 ends every process in it
         os.waitpid(sample, 0)
     record = {"infos": infos, "verdict": verdict, "judge_exit": exit_code(judge_status),
               "sample_exit": None if sample_status is None else exit_code(sample_status)}
     protocol.send(result_fd, record)
     os._exit(0)
+
+
+def wait_briefly(pid, seconds):
+    """The wait status of `pid` if it ends within `seconds`, else None (it is left running)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
 
 
 def receive_or_none(fd):
