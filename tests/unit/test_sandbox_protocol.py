@@ -107,3 +107,48 @@ def test_trusted_prompt_helpers_replace_the_programs_and_the_entry_point_stays_a
                                   entry_point="solve")
     assert namespace["poly"](3) == 6  # the prompt's own helper, run in the judge
     assert namespace["solve"].__code__ is P.remote_function(None, "solve").__code__  # a proxy, not the stub
+
+
+# --- harness helpers (the harness is importable as a module; it runs nothing at import) ---------
+
+
+def wait_status(child_code: str) -> int:
+    """The wait status of a forked child that runs `child_code` (statements) and then exits 0."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            exec(child_code)
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_exit_code_follows_the_shell_convention():
+    from lookahead_ray.data.sandbox import harness
+
+    assert harness.exit_code(wait_status("os._exit(3)")) == 3
+    assert harness.exit_code(wait_status("import signal; os.kill(os.getpid(), signal.SIGKILL)")) == 128 + 9
+
+
+def test_close_all_but_keeps_exactly_the_listed_fds():
+    from lookahead_ray.data.sandbox import harness
+
+    r, w = os.pipe()
+    extra = os.dup(w)
+    try:
+        # The child keeps 0-2 and w (consecutive keeps are where CPython's closerange(n, n) bites).
+        code = (f"harness.close_all_but((0, 1, 2, {w}))\n"
+                f"os.write({w}, b'ok' if os.get_blocking({w}) is not None else b'')\n"
+                f"try:\n    os.fstat({extra})\n    os.write({w}, b' leak')\nexcept OSError:\n    pass\n")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                exec(code, {"os": os, "harness": harness})
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(w)
+        os.close(extra)
+        assert os.read(r, 100) == b"ok"
+    finally:
+        os.close(r)
