@@ -203,7 +203,27 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
     table = write_outputs(out, result)
     print(table)
     print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
+    write_frontier(out, frame, result)
     return result
+
+
+def write_frontier(out: Path, frame, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The quality-cost frontier of the first seed's trained routers (and best-single, oracle) on the
+    test split, next to the quality table: frontier.json / .md / .png in `out`."""
+    from lookahead_ray.evaluation.frontier import format_frontier, frontier_for, plot_frontier
+
+    routers = {r: {"router": r, "checkpoint": paths[0]} for r, paths in result["best_checkpoints"].items() if paths}
+    if not routers:
+        return None
+    print("[replay] quality-cost frontier of the first seed's routers", flush=True)
+    frontier = frontier_for(frame, {**routers, "best-single": {}, "oracle": {}}, "test")
+    (out / "frontier.json").write_text(json.dumps(frontier, indent=2) + "\n")
+    table = format_frontier(frontier)
+    (out / "frontier.md").write_text(f"`{result['command']}` (seed {result['seeds'][0]}'s checkpoints)\n\n"
+                                     f"```\n{table}\n```\n")
+    plot_frontier(frontier, out / "frontier.png")
+    print(table)
+    return frontier
 
 
 def cached_evaluation(router: str, frame, data: str, checkpoint: str) -> dict[str, Any]:
