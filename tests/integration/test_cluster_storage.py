@@ -209,10 +209,9 @@ class PrivateNodes(LocalCluster):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.dashboard = f"http://127.0.0.1:{free_port()}"
-        self.naming = "head"
 
-    def start(self, name: str, spec: dict, head: bool = False, attempts: int = 3) -> None:
-        self.naming = name
+    def start(self, name: str, spec: dict, head: bool = False, attempts: int = 5) -> None:
+        # 5 attempts: on a loaded 2-core machine a raylet may give up waiting for the GCS
         (self.root / name).mkdir(exist_ok=True)
         super().start(name, spec, head, attempts)
 

@@ -28,7 +28,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def other_cluster():
     """A second Ray cluster (1 CPU, no dashboard) started before the test's own."""
     from tests.integration.test_multinode import LocalCluster  # here: the driver below runs without tests/
@@ -36,7 +36,7 @@ def other_cluster():
     root = Path(tempfile.mkdtemp(prefix="lr2-", dir="/tmp"))
     cluster = LocalCluster(root)
     try:
-        cluster.start("head", {"num_cpus": 1, "resources": {}}, head=True)
+        cluster.start("head", {"num_cpus": 1, "resources": {}}, head=True, attempts=5)  # a loaded machine
         yield cluster
     finally:
         cluster.stop()
