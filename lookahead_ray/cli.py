@@ -273,7 +273,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         listed = write_serve_config(args.serve_config, calibration["cost_weight"], args.set_default)
         calibration["serve_config"] = {"path": args.serve_config, "listed_cost_weights": listed}
     if args.checkpoint and args.checkpoint.startswith("models:/") and not args.no_mlflow:
-        calibration["model_version"] = tag_model_version(args.checkpoint, calibration, str(args.data), args.split)
+        calibration["model_version"] = tag_model_version(args.checkpoint, calibration, str(args.data), args.split,
+                                                         list(config.candidates))
     print(json.dumps(calibration, indent=2))
     return 0
 

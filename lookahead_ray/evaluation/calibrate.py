@@ -93,30 +93,25 @@ def write_serve_config(path: str | Path, weight: float, set_default: bool = Fals
     return weights
 
 
-def tag_model_version(source: str, calibration: dict[str, Any], data: str, split: str) -> str:
-    """Record the calibration on the MLflow model version of `source` (`models:/<name>/<version|latest>`).
+def tag_model_version(source: str, calibration: dict[str, Any], data: str, split: str, candidates: list[str]) -> str:
+    """Record the calibration on the MLflow model version of `source` (`models:/<name>/<version|latest>`,
+    `latest` meaning what the Serve app means: the newest version trained for `candidates`).
 
     Tag `cost_weight/<kind>_<target>` = the weight, and `calibration/<kind>_<target>` = the JSON
     (data, split, cost and quality shares). Returns `models:/<name>/<version>`.
     """
     import mlflow
 
+    from lookahead_ray.registry import resolve_registered
     from lookahead_ray.tracking import tracking_uri
 
-    parts = source.removeprefix("models:/").split("/")
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--checkpoint {source}: expected models:/<name>/<version|latest>")
-    name, version = parts
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    if not version.isdigit():
-        versions = client.search_model_versions(f"name='{name}'")
-        if not versions:
-            raise ValueError(f"--checkpoint {source}: no registered versions of {name!r}")
-        version = str(max(int(v.version) for v in versions))
+    uri = tracking_uri()
+    resolved, _ = resolve_registered(source, list(candidates), uri)  # also checks the version's pool
+    name, version = resolved.removeprefix("models:/").split("/")
+    client = mlflow.MlflowClient(uri)
     (kind, target), = calibration["target"].items()
     suffix = f"{kind}_{target:g}"
     client.set_model_version_tag(name, version, f"cost_weight/{suffix}", str(calibration["cost_weight"]))
     details = {k: calibration[k] for k in ("cost_weight", "cost_share", "quality_share", "best_candidate")}
     client.set_model_version_tag(name, version, f"calibration/{suffix}", json.dumps({**details, "data": data, "split": split}))
-    return f"models:/{name}/{version}"
+    return resolved

@@ -14,8 +14,9 @@ import yaml
 from lookahead_ray.cli import main
 from lookahead_ray.config import DataConfig
 from lookahead_ray.data.costs import build_table
+from lookahead_ray.data.frames import load_frame
 from lookahead_ray.evaluation.calibrate import pick_weight, tag_model_version, write_serve_config
-from lookahead_ray.evaluation.evaluate import evaluate, load_frame
+from lookahead_ray.evaluation.evaluate import evaluate
 from lookahead_ray.evaluation.frontier import format_frontier, frontier_for, frontier_metrics, plot_frontier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,11 +198,12 @@ def test_the_calibration_is_tagged_on_the_model_version(tmp_path, mlflow_uri):
     mlflow.set_tracking_uri(mlflow_uri)
     client = mlflow.MlflowClient()
     client.create_registered_model("router-under-test")
-    client.create_model_version("router-under-test", source=str(tmp_path))
-    client.create_model_version("router-under-test", source=str(tmp_path))
+    for pool in (NAMES, NAMES, NAMES[::-1]):  # version 3 serves another pool: `latest` skips it
+        client.create_model_version("router-under-test", source=str(tmp_path), tags={"candidates": json.dumps(pool)})
     calibration = {"cost_weight": 0.3, "target": {"cost_share": 0.4}, "cost_share": 0.39, "quality_share": 0.97,
                    "best_candidate": "big"}
-    assert tag_model_version("models:/router-under-test/latest", calibration, "D", "val") == "models:/router-under-test/2"
+    tagged = tag_model_version("models:/router-under-test/latest", calibration, "D", "val", list(NAMES))
+    assert tagged == "models:/router-under-test/2"
     tags = client.get_model_version("router-under-test", "2").tags
     assert tags["cost_weight/cost_share_0.4"] == "0.3"
     assert json.loads(tags["calibration/cost_share_0.4"])["split"] == "val"
