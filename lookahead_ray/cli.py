@@ -266,6 +266,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_data_config(args.config)
     costs = load_cost_table(args.costs, config.candidates)
     specs = router_specs(args.router, args.checkpoint)
+    if len(specs) != 1:
+        raise ValueError(f"--router {args.router!r}: calibrate takes one router")
     result = frontier_for(load_frame(args.data, config), specs, args.split, config, costs, args.tokens,
                           {"seed": args.seed, "k": args.k}, cost_grid(args.grid_points))
     calibration = pick_weight(next(iter(result["routers"].values()))["points"], result["reference"], kind, target)

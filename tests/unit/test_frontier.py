@@ -190,6 +190,8 @@ def test_cli_calibrate_writes_the_serve_config(samples_path, tmp_path, capsys):
     assert main(["calibrate", "--router", "oracle", "--data", str(samples_path), "--split", "all", "--tokens",
                  "chars4", "--target-cost-share", "2", "--serve-config", ""]) == 2
     assert "--target-cost-share must be in (0, 1], got 2.0" in capsys.readouterr().err
+    assert main(["calibrate", "--router", "oracle,knn", "--data", str(samples_path), "--target-cost-share", "0.5"]) == 2
+    assert "calibrate takes one router" in capsys.readouterr().err
 
 
 def test_the_calibration_is_tagged_on_the_model_version(tmp_path, mlflow_uri):
