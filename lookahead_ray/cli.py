@@ -177,7 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pool, prompts = load_pool(args.pool), load_prompts(args.prompts)
     options = GenerateOptions(shard_size=args.shard_size, batch_size=args.batch_size, dtype=args.dtype,
-                              max_model_len=args.max_model_len)
+                              max_model_len=args.max_model_len, engine_restarts=args.engine_restarts)
     if not ray.is_initialized():
         ray.init(address=args.address)
     with staged(args.out, "--out") as out:  # s3:// or gs://: written locally, then copied up
@@ -385,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="rows per engine batch")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16, for both engines")
     p.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length")
+    p.add_argument("--engine-restarts", type=int, default=2,
+                   help="restarts of a dead engine actor before the job fails (Ray Data's default: forever)")
     p.add_argument("--address", default=None, help="Ray address (default: start or join a local Ray)")
     p.set_defaults(func=cmd_generate)
 

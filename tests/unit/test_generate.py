@@ -134,3 +134,32 @@ def test_default_cpu_pool_has_three_smollm2_candidates_on_one_engine():
     assert len(G.engine_groups(the_pool)) == 1
     settings = {(c.system_prompt, c.sampling) for c in the_pool.candidates}
     assert len(settings) == len(the_pool.candidates)  # each candidate is set up differently
+
+
+class DyingDataset:
+    """Streams shard 0 of candidate `a`, then fails as Ray Data does once an engine actor has died
+    past its restarts."""
+
+    def iter_batches(self, **_):
+        yield output_rows("a", 0, [0, 1])
+        raise RuntimeError("ActorDiedError: the engine actor died 3 times")
+
+
+def test_a_dead_engine_fails_naming_candidate_and_shard_and_keeps_finished_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "group_dataset", lambda *args, **kwargs: DyingDataset())
+    monkeypatch.setattr("lookahead_ray.backbones.resolve", lambda name: name)
+    options = G.GenerateOptions(shard_size=2, engine_restarts=2)
+    the_pool = pool("a")
+    G.prepare_output(tmp_path, the_pool, prompts(4), options)
+    todo = G.missing_shards(tmp_path, the_pool.names, 4, 2)
+    with pytest.raises(RuntimeError, match=r"candidate\(s\) a failed after 2 restart.*a shard 1.*rerun") as err:
+        G.run_group(prompts(4), list(the_pool.candidates), todo, tmp_path, options)
+    assert "ActorDiedError" in str(err.value)
+    assert G.shard_path(tmp_path, "a", 0).exists() and not G.shard_path(tmp_path, "a", 1).exists()
+    assert G.missing_shards(tmp_path, the_pool.names, 4, 2) == {"a": [1]}  # the rerun does only shard 1
+
+
+def test_engine_actors_get_bounded_restarts():
+    assert G.bounded_retries(G.GenerateOptions(engine_restarts=3)) == {"max_restarts": 3, "max_task_retries": 3}
+    with pytest.raises(ValueError, match="engine-restarts"):
+        G.GenerateOptions(engine_restarts=-1)
