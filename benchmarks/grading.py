@@ -1,17 +1,22 @@
 """Grading samples/s on Ray Data with 1 vs 2 workers, on the same generation folder, one run.
 
     .venv/bin/python benchmarks/grading.py [--in GENERATION_DIR] [--workers 1,2] [--n 64]
+    .venv/bin/python benchmarks/grading.py --sandbox-runs 10
+
 
 Without --in it builds a generation folder of HumanEval samples (the reference solution for even
 problems, a wrong one for odd problems, so half pass and half fail) and GSM-style math answers,
 two candidates each: every code sample is one sandboxed process. Ray is started once, before the
 timed part; each timed run is `grade_generation` end to end (Ray Data map + the dataset write).
+With --sandbox-runs N it instead times N sandboxed runs of one right program, without Ray: the
+wall time and the CPU time of the sandbox's processes per sample (the cost of one code sample).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import sys
 import tempfile
@@ -26,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in", dest="in_dir", default=None, help="a generate output folder (default: synthetic)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--n", type=int, default=64, help="synthetic prompts (half code, half math)")
+    parser.add_argument("--sandbox-runs", type=int, default=0, help="instead: time this many sandboxed runs")
     return parser.parse_args(argv)
 
 
@@ -59,8 +65,25 @@ def synthetic_generation(out: Path, n: int) -> Path:
     return out
 
 
+def time_sandbox(runs: int) -> None:
+    """Wall and CPU seconds per sandboxed run of a right program (its processes are our children)."""
+    from lookahead_ray.data.grade import run_code_tests
+
+    program, tests = "def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n"
+    assert run_code_tests(program, tests).passed  # warm-up, and a check that the sandbox works here
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    for _ in range(runs):
+        run_code_tests(program, tests)
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - start
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(f"\n$ {shlex.join(['python', 'benchmarks/grading.py', *sys.argv[1:]])}")
+    print(f"{runs} sandboxed runs: {wall / runs * 1000:.0f} ms wall, {cpu / runs * 1000:.0f} ms CPU per sample")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.sandbox_runs:
+        return time_sandbox(args.sandbox_runs)
     import ray
 
     from lookahead_ray.data.generate import read_generation
