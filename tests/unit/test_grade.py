@@ -167,7 +167,7 @@ def test_cpu_limit_is_reported_as_timeout():
     result = run_code_tests(program, "assert True", timeout_s=8)
     assert result.status == "timeout", result
     assert "CPU time limit" in result.message
-    assert time.monotonic() - start < 6
+    assert time.monotonic() - start < 8 + 1 + 3  # before the wall clock (plus its startup allowance)
 
 
 # --- early exits and forged passes ------------------------------------------------------------

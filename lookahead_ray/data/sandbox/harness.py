@@ -194,14 +194,14 @@ def exit_code(status):
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
 
 
-# --- one cell: keeper -> init (PID 1) -> worker ------------------------------------------------
+# --- the cells: judge; init (PID 1) -> sample ---------------------------------------------------
 
 
 def start_sample_cell(lib, cfg, keep_fds, info_fd):
     """Enter new namespaces and fork the cell's PID 1; returns (its pid, the lifeline to it).
 
     The supervisor itself unshares (it runs nothing after but waits, reads and writes fds), so
-    the first child it forks is PID 1 of the new PID namespace: no keeper process in between.
+    the first child it forks afterwards is PID 1 of the new PID namespace.
     """
     notes = []
     contained = unshare(lib, os.geteuid() == 0, notes)

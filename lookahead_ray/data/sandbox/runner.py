@@ -167,8 +167,8 @@ def _run_harness(python: str, config: dict, timeout_s: float) -> dict:
         except subprocess.TimeoutExpired:
             timed_out = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            # The supervisor, its keepers and the cells' PID 1s share this group and all die with
-            # SIGKILL; each PID 1's death ends every process of its cell (the kernel's doing).
+            # The supervisor, the judge and the sample's PID 1 share this group and all die with
+            # SIGKILL; PID 1's death ends every process of the sample's cell (the kernel's doing).
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return {"timed_out": timed_out, "returncode": proc.returncode, "record": _read_record(records),
