@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import grp
 import json
 import math
 import os
@@ -407,8 +408,6 @@ def _id_is_known(ident: int) -> bool:
     except KeyError:
         pass
     try:
-        import grp
-
         grp.getgrgid(ident)
         return True
     except KeyError:
