@@ -143,5 +143,6 @@ def test_no_generated_request_gets_a_5xx():
     for check in (mutated_fields, one_field_at_a_boundary, any_json, any_bytes, unknown_fields, deep_json, huge,
                   methods_paths_headers):
         check()
+    print(f"fuzz: {counter.requests} requests, by status {dict(sorted(counter.statuses.items()))}")  # pytest -s
     assert counter.requests >= MIN_REQUESTS, counter.requests
     assert counter.statuses.get(200, 0) > 0 and counter.statuses.get(400, 0) > 0, counter.statuses
