@@ -101,6 +101,23 @@ def test_the_tests_see_no_program_name_that_shadows_a_builtin_or_fakes_a_module(
     assert namespace["__name__"] == "__tests__"
 
 
+@pytest.mark.parametrize("tests, names, visible", [
+    ("assert sum(10, 15) == 6\nassert sum(4, 6) == 10\n", {"sum": ["f"]}, {"sum"}),  # MBPP asks for a `sum`
+    ("assert abs(add(2, 5) - 7) < 1e-9\n", {"abs": ["f"], "add": ["f"]}, set()),  # abs judges another call
+    ("assert sum(1, 2) == len('abc')\n", {"sum": ["f"]}, set()),  # another builtin in the same statement
+    ("assert sum(1, 2) == 3\nassert f(sum(1, 2))\n", {"sum": ["f"], "f": ["f"]}, set()),  # once is enough
+    ("def check(candidate):\n    assert candidate(1) == 2\n", {"max": ["f"]}, set()),  # never mentioned
+    ("assert len(1) == 2\n", {"len": ["v", ["i", "1"]]}, set()),  # only functions
+    ("assert sum(1, 2) == 3 +\n", {"sum": ["f"]}, set()),  # tests that do not parse
+])
+def test_a_program_function_named_like_a_builtin_is_visible_only_as_the_function_under_test(tests, names, visible):
+    assert P.functions_under_test(tests, names) == visible
+    namespace = P.tests_namespace(link=None, names=names, trusted=None, entry_point=None, tests=tests)
+    for name in names:
+        if name in P.BUILTIN_NAMES:
+            assert (name in namespace) == (name in visible)
+
+
 def test_trusted_prompt_helpers_replace_the_programs_and_the_entry_point_stays_a_proxy():
     prompt = "def poly(x):\n    return 2 * x\n\n\ndef solve(x):\n    \"\"\"Stub.\"\"\"\n"
     namespace = P.tests_namespace(link=None, names={"poly": ["f"], "solve": ["f"]}, trusted=prompt,

@@ -8,6 +8,7 @@ defines ever runs in the judge. The runner copies this file beside harness.py; i
 runnable on Python 3.8+ with the standard library only.
 """
 
+import ast
 import builtins
 import json
 import linecache
@@ -212,7 +213,7 @@ def program_names(namespace, handles):
     """What the tests may see of the program's globals: functions, modules and plain data."""
     names = {}
     for name, value in list(namespace.items()):
-        if name.startswith("__") or name in BUILTIN_NAMES:
+        if name.startswith("__"):  # the judge decides which of the rest the tests may see
             continue
         if isinstance(value, types.ModuleType):
             names[name] = ["m", str(value.__name__)]
@@ -299,13 +300,20 @@ def remote_function(link, name):
     return function
 
 
-def tests_namespace(link, names, trusted, entry_point):
-    """Program names as proxies (functions), genuine modules of the same name, plain values."""
+def tests_namespace(link, names, trusted, entry_point, tests=""):
+    """Program names as proxies (functions), genuine modules of the same name, plain values.
+
+    A program name that shadows a builtin is left out, unless it is a function under test
+    (`functions_under_test`): the tests' own `abs` or `isinstance` stay the real ones.
+    """
     namespace = {"__name__": "__tests__", "__builtins__": builtins}
+    under_test = functions_under_test(tests, names) | {entry_point}
     for name, entry in names.items():
-        if not isinstance(name, str) or not name.isidentifier() or name in BUILTIN_NAMES or not entry:
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(entry, list) or not entry:
             continue
         if name.startswith("__"):  # `__builtins__` from the sample would replace the tests' builtins
+            continue
+        if name in BUILTIN_NAMES and not (entry[0] == "f" and name in under_test):
             continue
         if entry[0] == "f":
             namespace[name] = remote_function(link, name)
@@ -323,6 +331,47 @@ def tests_namespace(link, names, trusted, entry_point):
         if entry_point in names:
             namespace[entry_point] = remote_function(link, entry_point)
     return namespace
+
+
+def functions_under_test(tests, names):
+    """Program functions named like a builtin that the tests may call (MBPP asks for a `sum`).
+
+    Such a name is shown to the tests only if every statement that mentions it mentions no other
+    builtin or program name: then it is tested against constants (`assert sum(10, 15) == 6`) and
+    cannot stand in for a helper that judges another call (`assert abs(add(2, 5) - 7) < 1e-9`).
+    """
+    candidates = {name for name, entry in names.items()
+                  if name in BUILTIN_NAMES and isinstance(entry, list) and entry[:1] == ["f"]}
+    if not candidates or not tests:
+        return set()
+    try:
+        tree = ast.parse(tests)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    known = BUILTIN_NAMES | set(names)
+    allowed, seen = set(candidates), set()
+    for statement in ast.walk(tree):
+        if not isinstance(statement, ast.stmt):
+            continue
+        mentioned = statement_names(statement) & known
+        for name in mentioned & candidates:
+            seen.add(name)
+            if mentioned - {name}:
+                allowed.discard(name)
+    return allowed & seen
+
+
+def statement_names(statement):
+    """The names one statement mentions, not counting the statements nested in it."""
+    found, stack = set(), list(ast.iter_child_nodes(statement))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.stmt):
+            continue
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    return found
 
 
 def trusted_module_name(name, module):
@@ -351,7 +400,7 @@ def run_tests(cfg, calls_fd, replies_fd):
     if not isinstance(first, dict) or not isinstance(first.get("names"), dict):
         return "error", "the program sent an unreadable first message"
     try:
-        namespace = tests_namespace(link, first["names"], cfg.get("trusted"), cfg.get("entry_point"))
+        namespace = tests_namespace(link, first["names"], cfg.get("trusted"), cfg.get("entry_point"), cfg["tests"])
         exec(tests_code, namespace)
     except Gone as exc:
         return "gone", "the program's process ended while the tests ran (%s)" % exc
