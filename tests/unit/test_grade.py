@@ -163,11 +163,10 @@ def test_cpu_limit_is_reported_as_timeout():
         "while True:\n"
         "    pass\n"
     )
-    start = time.monotonic()
-    result = run_code_tests(program, "assert True", timeout_s=8)
+    # A wide wall clock: on a loaded machine one CPU second can take many seconds of wall time.
+    result = run_code_tests(program, "assert True", timeout_s=30)
     assert result.status == "timeout", result
     assert "CPU time limit" in result.message
-    assert time.monotonic() - start < 8 + 1 + 3  # before the wall clock (plus its startup allowance)
 
 
 # --- early exits and forged passes ------------------------------------------------------------
