@@ -196,7 +196,7 @@ def tracking_server(seaweed):
                                   start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{uri}/health", server, log)
+        wait_for(f"{uri}/health", server, log, timeout=420)  # 1-3 min to start on a loaded 2-core machine
         yield uri, folder
     finally:
         stop(server)
