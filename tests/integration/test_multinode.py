@@ -258,7 +258,7 @@ def train_driver(address: str, storage: str, data: str) -> dict:
     cfg = TrainConfig(router="lookahead-mlm", dataset=paths["data"], backbone=paths["backbone"], max_prompt_len=32,
                       block_len=8, batch_size=2, max_steps=MAX_STEPS, eval_every=1, num_workers=2,
                       cpus_per_worker=1.0, max_failures=3, storage_path=storage, name="two-nodes",
-                      register_as=None)
+                      register_as=None, drop_tied=False, mix="natural")  # every row: MAX_STEPS decides
     result = build_trainer(cfg).fit()
     return {"step": int(result.metrics["step"]), "world_size": cfg.num_workers, "checkpoint": result.checkpoint.path}
 

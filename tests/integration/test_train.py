@@ -42,6 +42,7 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
                                                   mlflow_uri, samples_path, capsys):
     cfg = TrainConfig(router=router, dataset=str(tiny_dataset), backbone=backbones[backbone], max_prompt_len=32,
                       block_len=8, max_response_len=8, batch_size=8, max_steps=4, eval_every=2, min_evals=2, lr=1e-3,
+                      drop_tied=False, mix="natural",  # all 48 rows: 6 steps, so max_steps=4 decides
                       storage_path=str(tmp_path / "runs"), name=f"t-{router}", max_failures=1,
                       register_as=f"tiny-{router}")
     marker = tmp_path / "crashed"

@@ -42,7 +42,7 @@ def tiny(tmp_path_factory, release_frame):
 def sweep_file(path: Path, backbone: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "train": {"backbone": str(backbone), "max_prompt_len": 32, "batch_size": 8, "max_steps": 3, "eval_every": 1,
-                  "register_as": REGISTERED},
+                  "register_as": REGISTERED, "drop_tied": False, "mix": "natural"},
         "space": {"curriculum": {"r0": {"uniform": [0.0, 0.8]}, "warmup_ratio": {"uniform": [0.2, 0.8]},
                                  "shape": {"choice": ["linear", "cosine", "step"]}},
                   "aux_weight": {"uniform": [0.0, 0.5]}, "lr": {"loguniform": [1e-4, 1e-2]},
