@@ -93,10 +93,11 @@ def rest(base: str, endpoint: str, body: dict | None = None, **query) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.parametrize("path,router", [("tune/curriculum.yaml", "lookahead-mlm"), ("tune/causal.yaml", "lookahead-clm")])
+@pytest.mark.parametrize("path,router", [("tune/curriculum.yaml", "lookahead-mlm"), ("tune/causal.yaml", "lookahead-clm"),
+                                         ("tune/replay-mlc.yaml", "mlc"), ("tune/replay-mlm.yaml", "lookahead-mlm")])
 def test_the_repo_sweeps_load(path, router):
     sweep, base = load_sweep(REPO / path)
-    assert base.router == router and sweep.metric == "eval_reward" and sweep.num_samples == 4
+    assert base.router == router and sweep.metric == "val_score" and sweep.num_samples == 4  # selection = evaluation
     sample = {"lr": 1e-4, "curriculum": {"r0": 0.5}} if router == "lookahead-mlm" else {"lr": 1e-4}
     cfg = trial_config(base, sample, name="t")
     assert cfg.lr == 1e-4 and cfg.name == "t" and cfg.max_steps == base.max_steps
