@@ -37,17 +37,19 @@ endif
 	touch $@
 
 demo: venv
-	@echo "== 1/6 import the shared release into runs/release (routing-dataset schema)"
+	@echo "== 1/7 import the shared release into runs/release (routing-dataset schema)"
 	$(BIN)/lookahead-ray import-release $(DATA) --out runs/release
-	@echo "== 2/6 baseline routers on the replay test split (MLflow: experiment lookahead-ray-evaluate)"
+	@echo "== 2/7 baseline routers on the replay test split (MLflow: experiment lookahead-ray-evaluate)"
 	$(BIN)/lookahead-ray report --data runs/release --split test --routers oracle,best-single,random,knn --json runs/baselines-test.json
-	@echo "== 3/6 generate: the packaged demo prompts x the default CPU pool (Ray Data, vLLM; resumes)"
+	@echo "== 3/7 generate: the packaged demo prompts x the default CPU pool (Ray Data, vLLM; resumes)"
 	$(BIN)/lookahead-ray generate --pool configs/pool-cpu.yaml --prompts demo --out runs/demo/generations
-	@echo "== 4/6 grade the generations into runs/demo/dataset (Ray Data, sandboxed code tests)"
+	@echo "== 4/7 grade the generations into runs/demo/dataset (Ray Data, sandboxed code tests)"
 	$(BIN)/lookahead-ray grade --in runs/demo/generations --out runs/demo/dataset
-	@echo "== 5/6 train Lookahead-MLM for the pool (Ray Train; registered as lookahead-router)"
+	@echo "== 5/7 train Lookahead-MLM for the pool (Ray Train; registered as lookahead-router)"
 	$(BIN)/lookahead-ray train --config configs/train-demo-cpu.yaml
-	@echo "== 6/6 serve the app (serve run deployments:app) and query it with the openai client"
+	@echo "== 6/7 route the held-out demo prompts (the test split: neither trained nor selected on)"
+	$(BIN)/lookahead-ray heldout --checkpoint models:/lookahead-router/latest --data runs/demo/dataset --json runs/demo/heldout.json
+	@echo "== 7/7 serve the app (serve run deployments:app) and query it with the openai client"
 	$(BIN)/python -m lookahead_ray.serving.demo_client --serve
 	@echo "The app stays up for curl on http://127.0.0.1:8000 (stop: make serve-stop)."
 	@echo "MLflow UI on these runs: make mlflow-ui  (then open http://127.0.0.1:5000)"

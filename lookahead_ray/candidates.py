@@ -53,3 +53,23 @@ class CandidatePool:
         if not 0 <= index < len(self.names):
             raise IndexError(f"candidate index {index} outside 0..{len(self.names) - 1}")
         return f"<Model_{index}>"
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bfloat16 matmuls natively (AMX or AVX512-BF16); False if unknown."""
+    try:
+        flags = open(cpuinfo).read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def engine_dtype(requested: str, gpu: bool) -> str:
+    """The dtype an LLM engine loads its model in. `auto` keeps the checkpoint's own (bfloat16 for
+    SmolLM2) on a GPU or on a CPU with native bf16; on any other CPU it becomes float32, because
+    emulated bf16 is slow there: vLLM generated 5.4 tokens/s in bf16 against about 44 in float32 on
+    this repo's 2-core build machine (docs/data.md). Checked on the machine that builds the engine's
+    config; a cluster whose CPU nodes differ from the driver should pass --dtype explicitly."""
+    if requested != "auto" or gpu or cpu_has_bf16():
+        return requested
+    return "float32"

@@ -88,6 +88,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_config(data: str):
+    """The DataConfig a dataset folder was made with (its manifest's candidates, default labels/split)."""
+    from lookahead_ray.config import DataConfig
+    from lookahead_ray.data.schema import is_dataset, read_manifest
+
+    if not is_dataset(data):
+        raise ValueError(f"--data {data}: not a routing dataset folder (no manifest.json); pass --config")
+    return DataConfig(candidates=tuple(read_manifest(data)["candidates"]))
+
+
+def cmd_heldout(args: argparse.Namespace) -> int:
+    """Per task: where a trained router sends held-out prompts, and its accuracy next to each candidate's."""
+    from lookahead_ray.evaluation.evaluate import load_frame, trained_router
+    from lookahead_ray.evaluation.heldout import format_heldout, heldout_rows, route_heldout
+    from lookahead_ray.registry import resolve_checkpoint, resolve_latest
+    from lookahead_ray.routers.checkpoint import read_spec
+
+    config = load_data_config(args.config) if args.config else dataset_config(args.data)
+    frame = load_frame(args.data, config)
+    names = list(config.candidates)
+    source = resolve_latest(args.checkpoint, names)  # models:/NAME/latest -> this pool's newest version
+    kind = read_spec(resolve_checkpoint(source)).kind
+    router = trained_router(kind, len(names), {"checkpoint": source, "candidates": names})
+    report = route_heldout(router, heldout_rows(frame, args.split), names)
+    print(f"router {kind} from {source}, on the {args.split!r} split of {args.data}:")
+    print(format_heldout(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a router on Ray Train; log it to MLflow and register the best checkpoint."""
     import ray
@@ -329,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("heldout", help=cmd_heldout.__doc__)
+    p.add_argument("--checkpoint", required=True,
+                   help="a trained router: a folder, models:/<name>/<version> or models:/<name>/latest")
+    p.add_argument("--data", required=True, help="a routing dataset folder (e.g. runs/demo/dataset)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="test (default): the prompts the router neither trained nor selected on")
+    p.add_argument("--config", default=None, help="YAML with candidates and split settings (default: the dataset's)")
+    p.add_argument("--json", default=None, help="write the table as JSON here")
+    p.set_defaults(func=cmd_heldout)
+
     p = sub.add_parser("train", help=cmd_train.__doc__)
     p.add_argument("--router", default=None, choices=["mlc", "lookahead-mlm", "lookahead-clm"],
                    help="overrides the config's router")
@@ -445,6 +487,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "train": cmd_train,
+    "heldout": cmd_heldout,
     "tune": cmd_tune,
     "bench": cmd_bench,
     "generate": cmd_generate,
@@ -465,4 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"lookahead-ray {args.command}: error: {err}", file=sys.stderr)
+        if args.verbose or (isinstance(err, OSError) and not err.filename):
+            # An OSError that names no file (e.g. a vanished working directory) says nothing alone.
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         return 2

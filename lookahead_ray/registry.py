@@ -70,6 +70,13 @@ def resolve_registered(source: str, pool_names: list[str], uri: str) -> tuple[st
     return f"models:/{name}/{chosen.version}", kind
 
 
+def resolve_latest(source: str, pool_names: list[str]) -> str:
+    """`models:/<name>/latest` -> the newest version trained for `pool_names`; any other source as is."""
+    if source.startswith("models:/") and source.endswith("/latest"):
+        return resolve_registered(source, pool_names, tracking_uri())[0]
+    return source
+
+
 def register_router(run_id: str, checkpoint_dir: str, metrics: dict[str, Any], cfg) -> str | None:
     """Log the best checkpoint as a pyfunc model (the checkpoint folder is its artifact) and register
     it with its candidate pool if `cfg.register_as`. Returns `models:/<name>/<version>` or None."""

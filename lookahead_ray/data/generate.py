@@ -45,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 
+from lookahead_ray.candidates import engine_dtype
 from lookahead_ray.config import CandidateSpec, PoolConfig, SamplingConfig, from_dict
 from lookahead_ray.data.hf_core import Decoding, HFCore
 from lookahead_ray.data.prompts import PROMPT_COLUMNS, prompt_frame
@@ -307,7 +308,7 @@ def vllm_engine_kwargs(spec: CandidateSpec, options: GenerateOptions) -> dict[st
         "max_model_len": options.max_model_len,
         "gpu_memory_utilization": memory if memory is not None else (0.9 if gpu else 0.2),
         "enforce_eager": eager if eager is not None else not gpu,
-        "dtype": options.dtype,
+        "dtype": engine_dtype(options.dtype, gpu),  # auto: float32 on a CPU without native bf16
         "seed": spec.sampling.seed,
     }
 

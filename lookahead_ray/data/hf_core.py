@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from lookahead_ray.candidates import engine_dtype
+
 GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
 
 
@@ -148,9 +150,10 @@ class HFCore:
             torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dtype = engine_dtype(dtype, self.device != "cpu")  # auto: float32 on a CPU without native bf16
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).eval()
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model.to(self.device)
         self.eos = self.end_tokens()
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos)

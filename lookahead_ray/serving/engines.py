@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
+from lookahead_ray.candidates import engine_dtype
 from lookahead_ray.config import CandidateSpec, PoolConfig
 from lookahead_ray.data.generate import engine_groups as shared_groups
 from lookahead_ray.data.hf_core import Decoding, HFCore, StopText, cut_at_stop
@@ -264,7 +265,8 @@ def vllm_engine_app(name: str, specs: list[CandidateSpec], args):
     else:
         bundles = [{"CPU": max(s.num_cpus for s in specs)}]
     engine_kwargs = {
-        "max_model_len": args.max_model_len, "dtype": args.dtype, "tensor_parallel_size": tp,
+        "max_model_len": args.max_model_len, "tensor_parallel_size": tp,
+        "dtype": engine_dtype(args.dtype, gpus > 0),  # auto: float32 on a CPU without native bf16
         "gpu_memory_utilization": args.gpu_memory_utilization or (0.9 if gpus > 0 else 0.1),
         "enforce_eager": args.enforce_eager if args.enforce_eager is not None else gpus == 0,
     }

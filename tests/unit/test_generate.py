@@ -163,3 +163,21 @@ def test_engine_actors_get_bounded_restarts():
     assert G.bounded_retries(G.GenerateOptions(engine_restarts=3)) == {"max_restarts": 3, "max_task_retries": 3}
     with pytest.raises(ValueError, match="engine-restarts"):
         G.GenerateOptions(engine_restarts=-1)
+
+
+def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    from lookahead_ray import candidates as C
+
+    plain, amx = tmp_path / "plain", tmp_path / "amx"
+    plain.write_text("flags\t\t: fpu sse avx2 fma\n")
+    amx.write_text("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
+    assert not C.cpu_has_bf16(str(plain)) and C.cpu_has_bf16(str(amx))
+    assert not C.cpu_has_bf16(str(tmp_path / "missing"))
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: False)
+    assert C.engine_dtype("auto", gpu=False) == "float32"
+    assert C.engine_dtype("auto", gpu=True) == "auto"  # a GPU keeps the checkpoint's bf16
+    assert C.engine_dtype("bfloat16", gpu=False) == "bfloat16"  # an explicit --dtype is obeyed
+    spec = G.CandidateSpec(name="c", model="smollm2")
+    assert G.vllm_engine_kwargs(spec, G.GenerateOptions())["dtype"] == "float32"
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)
+    assert C.engine_dtype("auto", gpu=False) == "auto"
