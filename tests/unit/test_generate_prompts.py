@@ -47,11 +47,13 @@ def test_hf_record_converters_on_literal_records():
     assert json.loads(mbpp["reference"])["tests"] == "assert f(1) == 1\n"
 
 
-def test_demo_set_is_fifty_packaged_prompts():
+def test_demo_set_is_seventy_packaged_prompts():
     frame = P.load_prompts("demo")
-    assert len(frame) == 50
+    assert len(frame) == 70
     assert frame.groupby("benchmark").size().to_dict() == {
-        "HumanEval": 20, "reasoning-gym.basic_arithmetic": 20, "reasoning-gym.chain_sum": 10}
+        "HumanEval": 20, "reasoning-gym.basic_arithmetic": 40, "reasoning-gym.chain_sum": 10}
+    arithmetic = frame[frame["benchmark"] == "reasoning-gym.basic_arithmetic"]["prompt"]
+    assert not arithmetic.str.contains(r"[(/]").any()  # no division, no parentheses
 
 
 def test_prompts_grammar_limits_files_and_errors(tmp_path):

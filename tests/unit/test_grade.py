@@ -464,6 +464,10 @@ def test_extract_final_answer():
         ("\\boxed{3\\pi}", "3\\pi", 1.0),
         ("\\boxed{3}", "3\\pi", 0.0),
         ("no answer at all", "7", 0.0),
+        # The question restated is not an answer: only the final answer (here 33) is judged.
+        ("To calculate 5 * 33, use 5 * 33 = 155. This is how to calculate 5 * 33.", "165", 0.0),
+        ("5 * 33 = 165", "165", 1.0),
+        ("To calculate 4 - 1, we subtract: 4 - 1 = 3.", "3", 1.0),
     ],
 )
 def test_grade_math(response, reference, score):

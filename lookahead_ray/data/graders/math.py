@@ -44,26 +44,30 @@ def last_boxed(text: str) -> str | None:
 def grade_math(response: str, reference: str) -> float:
     """1.0 if the response's final answer equals the reference (math-verify), else 0.0.
 
-    The reference is parsed as a boxed LaTeX answer, the response as free text (its last boxed
-    answer first). When math-verify cannot parse either side, or says no, identical extracted
-    answers (after light normalization) still count as correct.
+    The final answer is extracted first (the last \\boxed{}, else the last number) and only that is
+    parsed: math-verify given the whole text evaluates any expression in it, so a response that
+    restates the question ("5 * 33 = 155 ... to calculate 5 * 33") was graded right for 165. When
+    math-verify cannot parse either side, or says no, identical extracted answers (after light
+    normalization) still count as correct.
     """
     from math_verify import parse, verify
 
+    answer = extract_final_answer(response)
+    if answer is None:
+        return 0.0
     timeout = _math_verify_timeout()
     gold_text = reference.strip().strip("$").strip()
     if "\\boxed" not in gold_text:
         gold_text = "\\boxed{" + gold_text + "}"
     try:
         gold = parse(gold_text, parsing_timeout=timeout)
-        pred = parse(response, parsing_timeout=timeout)
+        pred = parse("\\boxed{" + answer + "}", parsing_timeout=timeout)
         if gold and pred and verify(gold, pred, timeout_seconds=timeout):
             return 1.0
     except Exception:  # math-verify raises on pathological input only when asked; be safe
         pass
-    answer = extract_final_answer(response)
     expected = last_boxed(reference) or reference
-    if answer is not None and _normalize(answer) == _normalize(expected):
+    if _normalize(answer) == _normalize(expected):
         return 1.0
     return 0.0
 
