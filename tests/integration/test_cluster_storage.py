@@ -225,7 +225,13 @@ class PrivateNodes(LocalCluster):
             port = self.dashboard.rsplit(":", 1)[1]
             return [c for c in command if c != "--include-dashboard=false"] + [
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={port}"]
-        hide = f"mount -t tmpfs tmpfs {self.root / 'head'} && exec \"$0\" \"$@\""  # the head's disk: not here
+        # The head's disk is not here, and neither are its runtime_env files: on one machine every node
+        # shares Ray's temp dir, and a node that joins unpacks a job's working_dir with overwrite=True
+        # (ray/_private/runtime_env/working_dir.py), deleting the folder the head's driver runs in
+        # (its os.getcwd() then fails). On a real cluster each node has its own runtime_resources.
+        resources = (self.temp_dir / "session_latest").resolve() / "runtime_resources"
+        hide = (f"mount -t tmpfs tmpfs {self.root / 'head'} && mount -t tmpfs tmpfs {resources} "
+                "&& exec \"$0\" \"$@\"")
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, *command]
 
 
