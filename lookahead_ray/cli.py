@@ -7,18 +7,22 @@ import dataclasses
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable
 
-from lookahead_ray.config import load_data_config, to_dict
+from lookahead_ray.config import load_data_config, load_pool, load_train_config, to_dict
+from lookahead_ray.evaluation.calibrate import check_target, pick_weight, tag_model_version, write_serve_config
 from lookahead_ray.storage import staged
-from lookahead_ray.tuning import start_ray
+from lookahead_ray.submit import job_env, render, submit_command
+from lookahead_ray.tracking import log_evaluation
+from lookahead_ray.tuning import load_sweep, run_sweep, start_ray
 
 
 def cmd_import_release(args: argparse.Namespace) -> int:
     """Import a release folder into the routing-dataset schema (Parquet + manifest)."""
-    from lookahead_ray.data.release import import_release, release_root
-    from lookahead_ray.data.schema import write_dataset
+    from lookahead_ray.data.release import import_release, release_root  # heavy: off the CLI's start-up path
+    from lookahead_ray.data.schema import write_dataset  # heavy: off the CLI's start-up path
 
     config = load_data_config(args.config)
     frame = import_release(args.path, config)
@@ -31,8 +35,7 @@ def cmd_import_release(args: argparse.Namespace) -> int:
 
 
 def _evaluate_one(router: str, frame, args: argparse.Namespace, config) -> dict:
-    from lookahead_ray.evaluation.evaluate import evaluate
-    from lookahead_ray.tracking import log_evaluation
+    from lookahead_ray.evaluation.evaluate import evaluate  # heavy: off the CLI's start-up path
 
     options = {"seed": args.seed, "k": args.k, "checkpoint": getattr(args, "checkpoint", None),
                "fit_frame": fit_frame(args, config)}
@@ -52,7 +55,7 @@ def fit_frame(args: argparse.Namespace, config):
     if not getattr(args, "fit_data", None):
         return None
     if not hasattr(args, "_fit_frame"):
-        from lookahead_ray.evaluation.evaluate import load_frame
+        from lookahead_ray.evaluation.evaluate import load_frame  # heavy: off the CLI's start-up path
 
         args._fit_frame = load_frame(args.fit_data, config)
     return args._fit_frame
@@ -60,7 +63,7 @@ def fit_frame(args: argparse.Namespace, config):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate one router; print its table and optionally write the JSON."""
-    from lookahead_ray.evaluation.evaluate import format_table, load_frame
+    from lookahead_ray.evaluation.evaluate import format_table, load_frame  # heavy: off the CLI's start-up path
 
     config = load_data_config(args.config)
     result = _evaluate_one(args.router, load_frame(args.data, config), args, config)
@@ -73,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Evaluate several routers and print one comparison table."""
-    from lookahead_ray.evaluation.evaluate import format_comparison, load_frame
+    from lookahead_ray.evaluation.evaluate import format_comparison, load_frame  # heavy: off the CLI's start-up path
 
     config = load_data_config(args.config)
     frame = load_frame(args.data, config)
@@ -88,22 +91,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def dataset_config(data: str):
-    """The DataConfig a dataset folder was made with (its manifest's candidates, default labels/split)."""
-    from lookahead_ray.config import DataConfig
-    from lookahead_ray.data.schema import is_dataset, read_manifest
-
-    if not is_dataset(data):
-        raise ValueError(f"--data {data}: not a routing dataset folder (no manifest.json); pass --config")
-    return DataConfig(candidates=tuple(read_manifest(data)["candidates"]))
-
-
 def cmd_heldout(args: argparse.Namespace) -> int:
     """Per task: where a trained router sends held-out prompts, and its accuracy next to each candidate's."""
-    from lookahead_ray.evaluation.evaluate import load_frame, trained_router
-    from lookahead_ray.evaluation.heldout import format_heldout, heldout_rows, route_heldout
-    from lookahead_ray.registry import resolve_checkpoint, resolve_latest
-    from lookahead_ray.routers.checkpoint import read_spec
+    from lookahead_ray.evaluation.evaluate import dataset_config, load_frame, trained_router  # heavy: off CLI start-up
+    from lookahead_ray.evaluation.heldout import format_heldout, heldout_rows, route_heldout  # heavy: off CLI start-up
+    from lookahead_ray.registry import resolve_checkpoint, resolve_latest  # heavy: off the CLI's start-up path
+    from lookahead_ray.routers.checkpoint import read_spec  # heavy: off the CLI's start-up path
 
     config = load_data_config(args.config) if args.config else dataset_config(args.data)
     frame = load_frame(args.data, config)
@@ -122,10 +115,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a router on Ray Train; log it to MLflow and register the best checkpoint."""
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.config import load_train_config
-    from lookahead_ray.training.trainer import train
+    from lookahead_ray.training.trainer import train  # heavy: off the CLI's start-up path
 
     overrides = {"router": args.router, "dataset": args.data, "max_steps": args.max_steps, "name": args.name}
     cfg = load_train_config(args.config, **overrides)
@@ -138,9 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_mix(args: argparse.Namespace) -> int:
     """Print a training config's mix: rows per source (pool, tied, drawn), val sets, label priors."""
-    from lookahead_ray.config import load_train_config
-    from lookahead_ray.data.mix import format_mix, mix_summary
-    from lookahead_ray.training.data import split_rows, with_targets
+    from lookahead_ray.data.mix import format_mix, mix_summary  # heavy: off the CLI's start-up path
+    from lookahead_ray.training.data import split_rows, with_targets  # heavy: off the CLI's start-up path
 
     cfg = load_train_config(args.config, dataset=args.data, seed=args.seed)
     frame, train, val = split_rows(cfg)
@@ -167,9 +158,9 @@ def seed_list(text: str | None) -> tuple[int, ...]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks: `bench replay` trains the routers on the replay split and evaluates them."""
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.replay import TRAINED, merge_replays, run_replay
+    from lookahead_ray.replay import TRAINED, merge_replays, run_replay  # heavy: off the CLI's start-up path
 
     command = "lookahead-ray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     routers = tuple(args.routers.split(",")) if args.routers else TRAINED
@@ -187,9 +178,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Sweep a router's training config with Tune (Optuna + ASHA); retrain and register the best."""
-    import ray
-
-    from lookahead_ray.tuning import load_sweep, run_sweep, start_ray
+    import ray  # heavy: off the CLI's start-up path
 
     sweep, base = load_sweep(args.space, args.router, args.config, args.data, args.num_samples)
     if not ray.is_initialized():
@@ -201,11 +190,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Answer every prompt with every candidate of a pool (Ray Data; resumes a killed run)."""
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.config import load_pool
-    from lookahead_ray.data.generate import GenerateOptions, generate
-    from lookahead_ray.data.prompts import load_prompts
+    from lookahead_ray.data.generate import GenerateOptions, generate  # heavy: off the CLI's start-up path
+    from lookahead_ray.data.prompts import load_prompts  # heavy: off the CLI's start-up path
 
     pool, prompts = load_pool(args.pool), load_prompts(args.prompts)
     options = GenerateOptions(shard_size=args.shard_size, batch_size=args.batch_size, dtype=args.dtype,
@@ -219,9 +207,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     """Grade a generation folder into the routing-dataset schema (Ray Data map); print the scores."""
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.data.grade import format_scores, grade_generation
+    from lookahead_ray.data.grade import format_scores, grade_generation  # heavy: off the CLI's start-up path
 
     config = load_data_config(args.config)
     if not ray.is_initialized():
@@ -236,9 +224,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Print (or --run) the `ray job submit` line that runs a stage on a Ray cluster."""
-    import subprocess
-
-    from lookahead_ray.submit import job_env, render, submit_command
+    import subprocess  # stdlib, but it loads signal and selectors: off the start-up path
 
     env = job_env(args.env, args.tracking_uri)
     command = submit_command(args.stage, args.stage_args, args.address, args.working_dir, env, args.python,
@@ -262,6 +248,7 @@ def router_specs(text: str, checkpoint: str | None) -> dict[str, dict]:
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     """Quality vs cost per router over a sweep of the cost weight; JSON, table and PNG in --out."""
+    # heavy imports: off the CLI's start-up path
     from lookahead_ray.data.costs import load_cost_table
     from lookahead_ray.evaluation.evaluate import load_frame
     from lookahead_ray.evaluation.frontier import cost_grid, format_frontier, frontier_for, log_frontier, plot_frontier
@@ -288,10 +275,9 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """The cost weight meeting a cost or quality target on --data; written to the Serve config."""
-    from lookahead_ray.data.costs import load_cost_table
-    from lookahead_ray.evaluation.calibrate import check_target, pick_weight, tag_model_version, write_serve_config
-    from lookahead_ray.evaluation.evaluate import load_frame
-    from lookahead_ray.evaluation.frontier import cost_grid, frontier_for
+    from lookahead_ray.data.costs import load_cost_table  # heavy: off the CLI's start-up path
+    from lookahead_ray.evaluation.evaluate import load_frame  # heavy: off the CLI's start-up path
+    from lookahead_ray.evaluation.frontier import cost_grid, frontier_for  # heavy: off the CLI's start-up path
 
     kind = "cost_share" if args.target_cost_share is not None else "quality_share"
     target = check_target(kind, args.target_cost_share if kind == "cost_share" else args.target_quality_share)
@@ -510,7 +496,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lookahead-ray {args.command}: error: {err}", file=sys.stderr)
         if args.verbose or (isinstance(err, OSError) and not err.filename):
             # An OSError that names no file (e.g. a vanished working directory) says nothing alone.
-            import traceback
-
             traceback.print_exc(file=sys.stderr)
         return 2

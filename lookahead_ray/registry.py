@@ -19,9 +19,7 @@ from lookahead_ray.tracking import tracking_uri
 def resolve_checkpoint(source: str) -> str:
     """A local checkpoint folder for `source`: a folder, or `models:/<name>/<version>` from MLflow."""
     if source.startswith("models:/"):
-        import mlflow
-
-        from lookahead_ray.tracking import tracking_uri
+        import mlflow  # heavy: imported when a registry is asked, not when the CLI starts
 
         mlflow.set_tracking_uri(tracking_uri())
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
@@ -80,7 +78,7 @@ def resolve_latest(source: str, pool_names: list[str]) -> str:
 def register_router(run_id: str, checkpoint_dir: str, metrics: dict[str, Any], cfg) -> str | None:
     """Log the best checkpoint as a pyfunc model (the checkpoint folder is its artifact) and register
     it with its candidate pool if `cfg.register_as`. Returns `models:/<name>/<version>` or None."""
-    import mlflow
+    import mlflow  # heavy: imported when a router is registered, not when the CLI starts
 
     from lookahead_ray.routers.pyfunc import RouterModel  # mlflow.pyfunc: off the CLI's start-up path
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from lookahead_ray.config import DataConfig, load_train_config
 from lookahead_ray.evaluation.evaluate import evaluate, load_frame
+from lookahead_ray.evaluation.frontier import format_frontier, frontier_for, plot_frontier
 from lookahead_ray.evaluation.stats import comparisons, interval_table
 
 TRAINED = ("mlc", "lookahead-mlm", "lookahead-clm")
@@ -48,7 +49,7 @@ def single_correct_margin(result: dict[str, Any]) -> dict[str, float]:
 def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, runs: Path,
               mlflow_enabled: bool) -> tuple[str, float]:
     """Train one router for one seed; returns (best checkpoint path, seconds)."""
-    from lookahead_ray.training.trainer import train
+    from lookahead_ray.training.trainer import train  # heavy (mlflow, Ray Train): only when routers are trained
 
     path = config_path(router, full, config_dir)
     # The run folder is keyed by seed and config: a rerun of the same config resumes from its
@@ -136,10 +137,10 @@ def margin_table(summary: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 def bar_chart(trained: dict[str, list[dict]], baselines: dict[str, dict], path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # heavy: only when the chart is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: as matplotlib above
 
     rows = {**{k: [v] for k, v in baselines.items() if k != "oracle"}, **trained}
     benchmarks = [b for b in ACCURACY_SETS if b in next(iter(rows.values()))[0]["benchmarks"]]
@@ -210,8 +211,6 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
 def write_frontier(out: Path, frame, result: dict[str, Any]) -> dict[str, Any] | None:
     """The quality-cost frontier of the first seed's trained routers (and best-single, oracle) on the
     test split, next to the quality table: frontier.json / .md / .png in `out`."""
-    from lookahead_ray.evaluation.frontier import format_frontier, frontier_for, plot_frontier
-
     routers = {r: {"router": r, "checkpoint": paths[0]} for r, paths in result["best_checkpoints"].items() if paths}
     if not routers:
         return None

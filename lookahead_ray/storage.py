@@ -51,8 +51,8 @@ def resolve(location: str | Path, setting: str):
     >>> resolve("runs/x", "storage_path")[0].type_name
     'local'
     """
-    import pyarrow
-    from pyarrow import fs
+    import pyarrow  # heavy: off the CLI's start-up path
+    from pyarrow import fs  # heavy: off the CLI's start-up path
 
     if not is_uri(location):
         return fs.LocalFileSystem(), str(local_path(location))
@@ -81,7 +81,7 @@ def join(location: str | Path, *parts: str) -> str:
 
 def check_reachable(location: str | Path, setting: str) -> None:
     """Fail now, not after training, if a URI's bucket is missing or its store does not answer."""
-    from pyarrow import fs
+    from pyarrow import fs  # heavy: off the CLI's start-up path
 
     if not is_uri(location):
         return
@@ -117,7 +117,7 @@ def check_shared(location: str | Path, setting: str, fix: str | None = None) -> 
     one zero-CPU task per other alive node whether it sees it (without a connected Ray: nothing). `fix` replaces
     the default advice (a URI or an NFS path) in the error.
     """
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
     if is_uri(location) or not ray.is_initialized():
         return
@@ -144,7 +144,7 @@ def check_shared(location: str | Path, setting: str, fix: str | None = None) -> 
 
 
 def _on(node_id: str):
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # heavy: off the CLI's start-up path
 
     return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
@@ -155,14 +155,14 @@ def _sees_marker(path: str) -> bool:
 
 def _sees():
     """The marker check as a Ray task, built on first use (nothing Ray happens at import)."""
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
     return ray.remote(num_cpus=0)(_sees_marker)
 
 
 def copy_tree(source: str | Path, target: str | Path, setting: str) -> None:
     """Copy a folder between any two locations (local <-> s3:// / gs://), creating `target`."""
-    from pyarrow import fs
+    from pyarrow import fs  # heavy: off the CLI's start-up path
 
     source_fs, source_path = resolve(source, setting)
     target_fs, target_path = resolve(target, setting)
@@ -171,7 +171,7 @@ def copy_tree(source: str | Path, target: str | Path, setting: str) -> None:
 
 
 def exists(location: str | Path, setting: str) -> bool:
-    from pyarrow import fs
+    from pyarrow import fs  # heavy: off the CLI's start-up path
 
     filesystem, path = resolve(location, setting)
     return filesystem.get_file_info(path).type != fs.FileType.NotFound

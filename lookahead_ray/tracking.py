@@ -13,6 +13,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
+
+from lookahead_ray.config import to_dict
+from lookahead_ray.storage import check_shared
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -26,8 +30,7 @@ def tracking_uri() -> str:
 def check_tracking(uri: str | None = None, timeout_s: float = 10.0) -> str:
     """`uri` (default: tracking_uri()) if a job can log to it from every node; else a ValueError naming
     MLFLOW_TRACKING_URI and the fix. Call it before training, not after."""
-    from urllib.error import URLError
-    from urllib.request import urlopen
+    from urllib.request import urlopen  # loads http.client and ssl: off the CLI's start-up path
 
     uri = uri or tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -46,9 +49,7 @@ def check_tracking(uri: str | None = None, timeout_s: float = 10.0) -> str:
 
 def check_file_store_shared(uri: str) -> None:
     """On a connected multi-node Ray, a sqlite file or ./mlruns folder must be on storage every node sees."""
-    import ray
-
-    from lookahead_ray.storage import check_shared
+    import ray  # heavy: off the CLI's start-up path
 
     if not ray.is_initialized():
         return
@@ -63,7 +64,7 @@ def use_experiment(name: str) -> str:
 
     A new experiment on the default sqlite store keeps its artifacts in ./mlartifacts.
     """
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
     uri = tracking_uri()
     default_store = uri == f"sqlite:///{Path.cwd() / DEFAULT_DB}"  # (set_tracking_uri exports the env var)
@@ -93,7 +94,7 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def log_evaluation(result: dict[str, Any], params: dict[str, Any]) -> str:
     """Log one evaluate run (params, metrics, the JSON as an artifact); returns the run id."""
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
     use_experiment("lookahead-ray-evaluate")
     with mlflow.start_run(run_name=f"evaluate-{result['router']}") as run:
@@ -105,9 +106,7 @@ def log_evaluation(result: dict[str, Any], params: dict[str, Any]) -> str:
 
 def start_training_run(cfg) -> str:
     """Open (and leave) a run for one training: the workers log into it by id; returns the id."""
-    import mlflow
-
-    from lookahead_ray.config import to_dict
+    import mlflow  # heavy: off the CLI's start-up path
 
     use_experiment(cfg.experiment)
     flat = _flatten(to_dict(cfg))

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Any
 import yaml
 
 from lookahead_ray.config import TrainConfig, from_dict, load_train_config, to_dict
+from lookahead_ray.storage import check_reachable, check_shared, is_uri, join, local_path, ray_storage, resolve
+from lookahead_ray.tracking import check_tracking, start_training_run, tracking_uri, use_experiment
 from lookahead_ray.tuning_plots import log_trial_plots
 
 DOMAINS = ("uniform", "loguniform", "choice", "randint")
@@ -126,7 +129,7 @@ def check_domain(path: str, leaf: dict) -> None:
 
 def tune_space(space: dict[str, Any]) -> dict[str, Any]:
     """The same nesting with Tune domains at the leaves (OptunaSearch converts them)."""
-    from ray import tune
+    from ray import tune  # heavy: off the CLI's start-up path
 
     out = {}
     for key, value in space.items():
@@ -232,14 +235,13 @@ def start_ray(address: str | None) -> None:
     hangs. So every worker is told this cluster's address: the dashboard's (RAY_API_SERVER_ADDRESS) for
     a local Ray, the GCS address (RAY_ADDRESS) for a joined one; an ambiguous `auto` fails here.
     """
-    import os
-    import socket
+    import socket  # stdlib, but only a local Ray's port probe needs it: off the CLI's start-up path
 
-    import ray
+    import ray  # heavy: off the CLI's start-up path
 
     address = address or os.environ.get("RAY_ADDRESS")  # `ray job submit` gives its driver RAY_ADDRESS
     if address is None:
-        from ray._private.services import canonicalize_bootstrap_address
+        from ray._private.services import canonicalize_bootstrap_address  # heavy: off the CLI's start-up path
 
         address = canonicalize_bootstrap_address(None)  # a `ray start` cluster ray.init() would join, or None
     if address not in (None, "local"):  # `local`, as ray.init takes it: always a new local Ray
@@ -256,7 +258,7 @@ def start_ray(address: str | None) -> None:
 def cluster_address(address: str) -> str:
     """`host:port` of the GCS that `address` (host:port, auto) names; ValueError naming --address if none
     or several clusters answer to `auto`."""
-    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray._private.services import canonicalize_bootstrap_address_or_die  # heavy: off the CLI's start-up path
 
     try:
         return canonicalize_bootstrap_address_or_die(address)
@@ -267,12 +269,10 @@ def cluster_address(address: str) -> str:
 
 def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
     """Run the whole sweep on the connected Ray cluster; see the module docstring."""
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.storage import check_reachable, check_shared, is_uri, join, local_path
-    from lookahead_ray.tracking import check_tracking, tracking_uri, use_experiment
-    from lookahead_ray.training.data import training_frames
-    from lookahead_ray.training.loop import total_steps
+    from lookahead_ray.training.data import training_frames  # heavy (pandas): off the CLI's start-up path
+    from lookahead_ray.training.loop import total_steps  # heavy (torch): off the CLI's start-up path
 
     check_reachable(sweep.storage_path, "storage_path")  # fail now, not when the first trial reports
     check_shared(sweep.storage_path, "storage_path")
@@ -311,11 +311,10 @@ def evaluations_per_trial(base: TrainConfig, steps: int) -> int:
 
 def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, val_rows, name: str):
     """Tuner(OptunaSearch + ASHA) over `run_trial`; returns the ResultGrid."""
+    # heavy imports: off the CLI's start-up path
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from lookahead_ray.storage import ray_storage
 
     max_t = evaluations_per_trial(base, context["steps"])
     trainable = tune.with_parameters(run_trial, base=plain(to_dict(base)), context=context,
@@ -337,12 +336,10 @@ def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, 
 
 def run_trial(config: dict, base: dict, context: dict, train_rows=None, val_rows=None) -> None:
     """One Tune trial: `base` with the sampled `config`, fitted by the same build_trainer() as `train`."""
-    import os
-
+    # heavy imports: off the CLI's start-up path
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from lookahead_ray.tracking import start_training_run
     from lookahead_ray.training.trainer import build_trainer
 
     trial_id = tune.get_context().get_trial_id()
@@ -357,7 +354,7 @@ def run_trial(config: dict, base: dict, context: dict, train_rows=None, val_rows
 
 def tag_run(context: dict, run_id: str, **tags: str) -> None:
     """Group a run under its sweep: tag `sweep` and MLflow's parent-run tag (nested in the UI)."""
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
     client = mlflow.MlflowClient(context["uri"])
     for key, value in {"sweep": context["sweep"], "mlflow.parentRunId": context["parent_run_id"], **tags}.items():
@@ -366,7 +363,7 @@ def tag_run(context: dict, run_id: str, **tags: str) -> None:
 
 def open_parent_run(sweep: SweepConfig, base: TrainConfig, context: dict) -> str:
     """The sweep's parent run, left RUNNING until the sweep ends: its settings, space and base config."""
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
     client = mlflow.MlflowClient(context["uri"])
     run = client.create_run(context["experiment_id"], run_name=context["sweep"],
@@ -380,9 +377,7 @@ def open_parent_run(sweep: SweepConfig, base: TrainConfig, context: dict) -> str
 
 def record_trials(results, sweep: SweepConfig, base: TrainConfig, context: dict, val_rows) -> list[dict]:
     """One summary row per finished trial; its plots and summary metrics go into its MLflow run."""
-    import mlflow
-
-    from lookahead_ray.storage import resolve
+    import mlflow  # heavy: off the CLI's start-up path
 
     client = mlflow.MlflowClient(context["uri"])
     filesystem = resolve(base.storage_path, "storage_path")[0]  # where the trials' checkpoints are
@@ -404,7 +399,7 @@ def record_trials(results, sweep: SweepConfig, base: TrainConfig, context: dict,
 def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: int, filesystem) -> dict[str, Any]:
     """The trial's id, MLflow run, params, best reported metric, its checkpoint (a path in `filesystem`),
     and whether ASHA stopped it."""
-    from pyarrow import fs
+    from pyarrow import fs  # heavy: off the CLI's start-up path
 
     frame = result.metrics_dataframe
     is_dir = lambda p: isinstance(p, str) and filesystem.get_file_info(p).type == fs.FileType.Directory  # noqa: E731
@@ -429,8 +424,6 @@ def trial_summary(result, sweep: SweepConfig, client, context: dict, planned: in
 
 def write_config(cfg: TrainConfig, location: str) -> str:
     """`cfg` as YAML at a local path or URI: `lookahead-ray train --config PATH` reproduces the run."""
-    from lookahead_ray.storage import resolve
-
     filesystem, path = resolve(location, "storage_path")
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     header = "# The best trial's TrainConfig, written by `lookahead-ray tune`.\n"
@@ -441,7 +434,7 @@ def write_config(cfg: TrainConfig, location: str) -> str:
 
 def retrain(cfg: TrainConfig, outcome: SweepOutcome, context: dict) -> None:
     """Train the best config again from scratch, as `lookahead-ray train` would, and register it."""
-    from lookahead_ray.training.trainer import train
+    from lookahead_ray.training.trainer import train  # heavy (mlflow, torch): off the CLI's start-up path
 
     print(f"[tune] retraining the best config ({outcome.best_config})", flush=True)
     result = train(cfg)
@@ -464,8 +457,6 @@ def close_parent_run(client, outcome: SweepOutcome, sweep: SweepConfig) -> None:
 
 
 def config_text(location: str) -> str:
-    from lookahead_ray.storage import resolve
-
     filesystem, path = resolve(location, "storage_path")
     with filesystem.open_input_stream(path) as source:
         return source.read().decode()

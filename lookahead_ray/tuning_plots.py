@@ -5,14 +5,13 @@ checkpoint (split out of tuning.py, which runs the sweep)."""
 from __future__ import annotations
 
 from lookahead_ray.config import TrainConfig
+from lookahead_ray.curriculum import mask_rate
 
 PLOTS = ("plots/curriculum.png", "plots/val_score.png", "plots/pick_share.png")
 
 
 def log_trial_plots(client, row: dict, cfg: TrainConfig, steps: int, val_rows, filesystem) -> None:
     """Curriculum rate vs step, val score vs step and pick share on val, as PNGs in the trial's run."""
-    from lookahead_ray.curriculum import mask_rate
-
     run_id = row["run_id"]
     rates = metric_points(client, run_id, "mask_rate")
     c = cfg.curriculum  # the loop logs the rate optimizer step k used, mask_rate(k - 1), at step k
@@ -42,6 +41,7 @@ def metric_points(client, run_id: str, key: str) -> list[tuple[int, float]]:
 def pick_share(checkpoint: str, val_rows, filesystem=None) -> dict[str, float]:
     """Share of val prompts the checkpoint's router sends to each candidate (a checkpoint in a bucket is
     downloaded first: Ray's Checkpoint.as_directory)."""
+    # heavy imports (Ray, torch): off the CLI's start-up path
     from ray.train import Checkpoint
 
     from lookahead_ray.routers.predictor import RouterPredictor
@@ -53,7 +53,7 @@ def pick_share(checkpoint: str, val_rows, filesystem=None) -> dict[str, float]:
 
 
 def line_figure(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: off the CLI's start-up path
 
     figure = Figure(figsize=(6, 3.5))
     axes = figure.subplots()
@@ -68,7 +68,7 @@ def line_figure(series: dict[str, list[tuple[int, float]]], ylabel: str, title: 
 
 
 def bar_figure(shares: dict[str, float], title: str):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: off the CLI's start-up path
 
     figure = Figure(figsize=(6, 3.5))
     axes = figure.subplots()

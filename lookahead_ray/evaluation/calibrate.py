@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lookahead_ray.tracking import tracking_uri
+
 TARGET_KINDS = ("cost_share", "quality_share")
 
 
@@ -100,10 +102,9 @@ def tag_model_version(source: str, calibration: dict[str, Any], data: str, split
     Tag `cost_weight/<kind>_<target>` = the weight, and `calibration/<kind>_<target>` = the JSON
     (data, split, cost and quality shares). Returns `models:/<name>/<version>`.
     """
-    import mlflow
+    import mlflow  # heavy: off the CLI's start-up path
 
-    from lookahead_ray.registry import resolve_registered
-    from lookahead_ray.tracking import tracking_uri
+    from lookahead_ray.registry import resolve_registered  # heavy (torch): off the CLI's start-up path
 
     uri = tracking_uri()
     resolved, _ = resolve_registered(source, list(candidates), uri)  # also checks the version's pool

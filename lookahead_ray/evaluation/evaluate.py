@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from lookahead_ray.config import DataConfig
-from lookahead_ray.data.frames import load_frame  # noqa: F401  (the CLI and replay load through here too)
+from lookahead_ray.data.frames import dataset_config, load_frame  # noqa: F401  (the CLI and replay load here too)
 from lookahead_ray.data.schema import TEST_BENCHMARKS
 from lookahead_ray.data import metrics as M
+from lookahead_ray.registry import resolve_checkpoint
 from lookahead_ray.routers.base import route
 from lookahead_ray.routers.baselines import (
     BestSingleRouter,
@@ -29,6 +30,9 @@ from lookahead_ray.routers.baselines import (
     RandomRouter,
     best_candidate,
 )
+from lookahead_ray.routers.checkpoint import read_spec
+from lookahead_ray.routers.embeddings import SentenceEncoder
+from lookahead_ray.routers.predictor import RouterPredictor
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +83,6 @@ def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str
     if name == "best-single":
         return BestSingleRouter(n_candidates, {b: index for b, (index, _) in best.items()})
     if name == "knn":
-        from lookahead_ray.routers.embeddings import SentenceEncoder
-
         encoder = SentenceEncoder(options.get("encoder"))
         return KNNRouter(n_candidates, fit, encoder, k=options.get("k", 10))
     if name.startswith("fixed-"):
@@ -94,10 +96,6 @@ def build_router(name: str, n_candidates: int, fit: pd.DataFrame, best: dict[str
 
 def trained_router(name: str, n_candidates: int, options: dict[str, Any]):
     """A trained router from --checkpoint (a folder or models:/<name>/<version>)."""
-    from lookahead_ray.registry import resolve_checkpoint
-    from lookahead_ray.routers.checkpoint import read_spec
-    from lookahead_ray.routers.predictor import RouterPredictor
-
     source = options.get("checkpoint")
     if not source:
         raise ValueError(f"--router {name}: needs --checkpoint (a folder or models:/<name>/<version>)")

@@ -30,6 +30,7 @@ from lookahead_ray.data.schema import TEST_BENCHMARKS
 from lookahead_ray.data import metrics as M
 from lookahead_ray.evaluation.evaluate import as_batch, best_single_choices, build_router, select_rows
 from lookahead_ray.routers.base import route
+from lookahead_ray.tracking import use_experiment
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ def plot_frontier(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib  # imported here: plotting is optional and slow to import
 
     matplotlib.use("Agg")  # files only: no display on a server
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: as matplotlib above
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for label, entry in result["routers"].items():
@@ -345,9 +346,7 @@ def frontier_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def log_frontier(result: dict[str, Any], png: str | Path | None, params: dict[str, Any]) -> str:
     """Log one frontier run to MLflow (params, metrics, the JSON and the plot); returns the run id."""
-    import mlflow
-
-    from lookahead_ray.tracking import use_experiment
+    import mlflow  # heavy: only when a frontier is logged
 
     use_experiment("lookahead-ray-frontier")
     with mlflow.start_run(run_name="frontier-" + "-".join(result["routers"])) as run:

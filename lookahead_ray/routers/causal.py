@@ -251,7 +251,7 @@ class LookaheadCLM(nn.Module):
 
         Attention is set to "sdpa", which honours the 4-D mask of one-pass scoring.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers only when a backbone loads
 
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         lm = AutoModelForCausalLM.from_pretrained(

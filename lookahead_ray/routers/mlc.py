@@ -79,7 +79,7 @@ class MLCRouter(nn.Module):
         max_prompt_len: int = 512,
     ) -> "MLCRouter":
         """Load an encoder and its tokenizer (local path or id), first `num_layers` layers if given."""
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # heavy: transformers only when a backbone loads
 
         backbone = AutoModel.from_pretrained(backbone_path_or_id, dtype=torch.float32, **layer_kwargs(num_layers))
         tokenizer = AutoTokenizer.from_pretrained(backbone_path_or_id)

@@ -7,17 +7,16 @@ returns one column of scores per candidate.
 from __future__ import annotations
 
 import mlflow.pyfunc
+import pandas as pd
 
 
 class RouterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from lookahead_ray.routers.predictor import RouterPredictor
+        from lookahead_ray.routers.predictor import RouterPredictor  # heavy (torch): with the model, not the class
 
         self.predictor = RouterPredictor.load(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):
-        import pandas as pd
-
         prompts = list(model_input["prompt"])
         scores = self.predictor.score({"prompt": prompts}).numpy()
         return pd.DataFrame(scores, columns=self.predictor.candidates)

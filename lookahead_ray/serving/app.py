@@ -27,10 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lookahead_ray.config import CandidateSpec, PoolConfig, from_dict, load_pool
 from lookahead_ray.registry import resolve_registered
+from lookahead_ray.routers.checkpoint import read_spec
 from lookahead_ray.serving.engines import LookaheadRouter, engine_groups, hf_engine_app, vllm_engine_app
 from lookahead_ray.serving.auth import check_exposure, http_host
 from lookahead_ray.serving.ingress import IngressSettings, LookaheadIngress
 from lookahead_ray.serving.openai_api import ROUTER_MODEL, ROUTER_PREFIX
+from lookahead_ray.tracking import tracking_uri
 
 log = logging.getLogger("ray.serve")
 
@@ -142,8 +144,6 @@ def resolve_router(source: str, pool: PoolConfig, tracking_uri: str) -> tuple[st
     trained for exactly this pool: the same names in the same order (the order of its scores)."""
     if source.startswith("models:/"):
         return resolve_registered(source, list(pool.names), tracking_uri)
-    from lookahead_ray.routers.checkpoint import read_spec
-
     folder = resolve_path(source, "router checkpoint")
     spec = read_spec(folder)
     if list(spec.candidates) != list(pool.names):
@@ -162,8 +162,6 @@ def build_app(args: AppArgs | dict[str, Any]):
 
     Nothing starts here: `serve.run` (or `serve run`) deploys the returned Application.
     """
-    from lookahead_ray.tracking import tracking_uri
-
     if isinstance(args, dict):
         args = AppArgs.model_validate(args)
     api_key = (args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)) or None

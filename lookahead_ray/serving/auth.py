@@ -20,11 +20,11 @@ def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
 
 def http_host() -> str:
     """The host Serve's HTTP proxies listen on; Serve's default when Serve is not running yet."""
-    import ray
-    from ray.serve.config import HTTPOptions
+    import ray  # heavy: Ray only when the host is asked
+    from ray.serve.config import HTTPOptions  # heavy: as ray above
 
     if ray.is_initialized():
-        from ray.serve.context import _get_global_client
+        from ray.serve.context import _get_global_client  # heavy: as ray above
 
         client = _get_global_client(raise_if_no_controller_running=False)
         if client is not None:

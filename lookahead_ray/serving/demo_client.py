@@ -87,7 +87,7 @@ def describe(extra: dict) -> str:
 
 
 def run_queries(url: str, api_key: str, max_tokens: int) -> None:
-    from openai import OpenAI
+    from openai import OpenAI  # optional: not a dependency of lookahead-ray
 
     client = OpenAI(base_url=f"{url}/v1", api_key=api_key, timeout=300, max_retries=1)
     ids = [m.id for m in client.models.list().data]

@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
+from lookahead_ray.backbones import resolve
 from lookahead_ray.candidates import engine_dtype
 from lookahead_ray.config import CandidateSpec, PoolConfig
 from lookahead_ray.data.generate import engine_groups as shared_groups
@@ -47,6 +48,7 @@ class LookaheadRouter:
 
     def __init__(self, source: str, tracking_uri: str | None = None, max_batch_size: int = 32,
                  batch_wait_timeout_s: float = 0.005, threads: int | None = None, precision: str = "float32"):
+        # heavy imports (torch): only in the router replica
         import torch
 
         from lookahead_ray.registry import resolve_checkpoint
@@ -140,7 +142,7 @@ class TransformersEngine:
                                ending.generated, logprobs)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        from transformers import TextIteratorStreamer
+        from transformers import TextIteratorStreamer  # heavy: transformers only when a replica streams
 
         ids = self.prompt_ids(request)
         if error := self.refusal(ids, request, stream=True):
@@ -242,8 +244,6 @@ def engine_groups(pool: PoolConfig, engine: str) -> dict[str, tuple[str, list[Ca
 
 def hf_engine_app(name: str, specs: list[CandidateSpec], args):
     """The HFEngine deployment of one model; `args` is app.AppArgs."""
-    from lookahead_ray.backbones import resolve
-
     options = {"num_cpus": max(s.num_cpus for s in specs), "num_gpus": max(s.num_gpus for s in specs)}
     return HFEngine.options(name=name, ray_actor_options=options).bind(
         resolve(specs[0].model), dtype=args.dtype, threads=args.hf_threads, max_model_len=args.max_model_len, name=name)
@@ -255,8 +255,7 @@ def vllm_engine_app(name: str, specs: list[CandidateSpec], args):
     # imported here: ray.serve.llm needs the vllm module, which a CPU install may lack
     from ray.serve.llm import LLMConfig, build_llm_deployment
 
-    from lookahead_ray.backbones import resolve
-    from lookahead_ray.serving.vllm_engine import VLLMEngine
+    from lookahead_ray.serving.vllm_engine import VLLMEngine  # optional: imports ray.serve.llm, as above
 
     gpus = max(s.num_gpus for s in specs)
     tp = max(s.tensor_parallel_size for s in specs)

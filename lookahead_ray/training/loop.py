@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,6 @@ def records(frame) -> list[dict[str, Any]]:
 def mixed_precision(device: torch.device, cpu_bf16: bool = False):
     """(autocast context factory, GradScaler or None): bf16 on a GPU that has it, else fp16 + scaler;
     on the CPU bf16 autocast when asked (`cpu_autocast`: AMX / avx512_bf16), else full precision."""
-    from contextlib import nullcontext
-
     if device.type != "cuda":
         if cpu_bf16:  # bf16 keeps fp32's exponent range: no loss scaling needed
             return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
@@ -76,7 +75,7 @@ def mixed_precision(device: torch.device, cpu_bf16: bool = False):
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int):
     """AdamW and its schedule: linear warmup over warmup_steps_ratio of `steps`, then cosine decay."""
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_cosine_schedule_with_warmup  # heavy: transformers only where the optimizer is built
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_steps_ratio * steps), steps)
@@ -122,8 +121,6 @@ def evaluate_val(model: torch.nn.Module, shard, benchmarks: list[str], selecting
 
     `benchmarks` lists every benchmark of the val set in one fixed order, so that the per-benchmark
     sums of all workers line up in the all-reduce."""
-    from contextlib import nullcontext
-
     model.eval()
     sums = {name: np.zeros(len(SUMS)) for name in benchmarks}
     for frame in shard.iter_batches(batch_size=32, batch_format="pandas"):
@@ -176,7 +173,7 @@ class MlflowSink:
     def __init__(self, run_id: str | None, uri: str | None, rank: int) -> None:
         self.active, self.rank = run_id is not None, rank
         if self.active:
-            import mlflow
+            import mlflow  # heavy: mlflow only when the run is logged
 
             mlflow.set_tracking_uri(uri)
             self.client = mlflow.MlflowClient(uri)
@@ -184,7 +181,7 @@ class MlflowSink:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.active:
-            from mlflow.entities import Metric
+            from mlflow.entities import Metric  # heavy: as mlflow above
 
             now = int(time.time() * 1000)
             rows = dict(metrics) if self.rank == 0 else {}  # eval metrics are all-reduced: one copy
@@ -206,6 +203,7 @@ def maybe_crash(config: dict[str, Any], step: int) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    # heavy imports: Ray Train only inside its workers
     import ray.train
     import ray.train.torch
 
@@ -279,7 +277,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def report(model, spec, optimizer, scheduler, state, val, sink, rank, step, rate) -> None:
     """Evaluate on val (`val` = shard, benchmarks, selecting sets, autocast), log, and hand Ray Train
     the metrics and (rank 0) a checkpoint."""
-    import ray.train
+    import ray.train  # heavy: Ray Train only inside its workers
 
     metrics = {**evaluate_val(model, *val), "step": step, "mask_rate": rate}
     sink.log({k: v for k, v in metrics.items() if k != "step"}, step)

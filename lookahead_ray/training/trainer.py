@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Param
 
 from lookahead_ray.config import TrainConfig, to_dict
 from lookahead_ray.data.mix import label_prior
+from lookahead_ray.registry import register_router
 from lookahead_ray.storage import check_reachable, check_shared, is_uri, ray_storage
 from lookahead_ray.routers.checkpoint import RouterSpec
+from lookahead_ray.tracking import check_tracking, start_training_run, tracking_uri
 from lookahead_ray.training.data import training_frames
 from lookahead_ray.training.loop import total_steps, train_loop_per_worker
 
@@ -44,6 +47,7 @@ def loop_config(cfg: TrainConfig, train: pd.DataFrame, val: pd.DataFrame,
 def build_trainer(cfg: TrainConfig, train: pd.DataFrame | None = None, val: pd.DataFrame | None = None,
                   extra: dict[str, Any] | None = None):
     """A TorchTrainer for `cfg` over the train/val rows (loaded from cfg.dataset when not given)."""
+    # heavy imports: Ray only when a trainer is built
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -76,8 +80,6 @@ def check_start(cfg: TrainConfig, mlflow_enabled: bool) -> None:
     check_reachable(cfg.storage_path, "storage_path")
     check_shared(cfg.storage_path, "storage_path")
     if mlflow_enabled:
-        from lookahead_ray.tracking import check_tracking
-
         check_tracking()
 
 
@@ -102,10 +104,6 @@ def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] |
     print("[train] label prior of the train sample: " + ", ".join(f"{k} {v:.3f}" for k, v in prior.items()), flush=True)
     run_id = uri = None
     if mlflow_enabled:
-        import mlflow
-
-        from lookahead_ray.tracking import start_training_run, tracking_uri
-
         uri = tracking_uri()
         run_id = start_training_run(cfg)
         # The positive-label share per candidate of the rows actually trained on: the score of a
@@ -119,8 +117,6 @@ def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] |
     metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics)
     registered = None
     if mlflow_enabled:
-        from lookahead_ray.registry import register_router
-
         with best.as_directory() as directory:  # a checkpoint in a bucket is downloaded for MLflow
             registered = register_router(run_id, directory, metrics, cfg)
     print(f"[train] best checkpoint {best.path} ({SELECT_METRIC} {metrics.get(SELECT_METRIC, float('nan')):.4f} "

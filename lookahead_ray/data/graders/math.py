@@ -50,7 +50,7 @@ def grade_math(response: str, reference: str) -> float:
     math-verify cannot parse either side, or says no, identical extracted answers (after light
     normalization) still count as correct.
     """
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # heavy (sympy): loaded on the first math grade
 
     answer = extract_final_answer(response)
     if answer is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from lookahead_ray.backbones import resolve
+
+
 def reward_text(tokenizer, prompt: str, response: str) -> str:
     """The conversation the reward model reads: its chat template, else plain User/Assistant turns."""
     if getattr(tokenizer, "chat_template", None):
@@ -17,10 +20,9 @@ class RewardModel:
     """
 
     def __init__(self, model: str, batch_size: int = 8, max_length: int = 1024):
+        # heavy imports: only when a reward model is used
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from lookahead_ray.backbones import resolve
 
         path = resolve(model)
         self.torch = torch
