@@ -322,7 +322,7 @@ def placement_group(spec: CandidateSpec) -> dict[str, Any]:
 
 
 def vllm_pipeline(ds, model_path: str, spec: CandidateSpec, options: GenerateOptions):
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig  # optional: needs vllm, absent on CPU installs
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig  # heavy: ray.data.llm loads vllm
 
     config = vLLMEngineProcessorConfig(
         model_source=model_path,
