@@ -3,9 +3,9 @@ with replicas, resources and arguments from YAML.
 
 `app` is an application builder (Serve calls it with the config's `args`, or `key=value` pairs of
 `serve run`), so importing this module starts nothing. With no arguments it serves
-configs/pool-cpu.yaml and the router `make demo` registered for it. The builder lives in the package
-(`lookahead_ray.serving.app:app`), so a cluster node that has lookahead-ray installed but not this
-checkout imports the same builder under that path (deployments/gpu.yaml does).
+configs/pool-cpu.yaml and the router `make demo` registered for it. This folder is installed with
+the package (pyproject.toml), so a cluster node that has lookahead-ray installed but not this
+checkout imports `deployments:app` too (deployments/gpu.yaml does).
 """
 
 from lookahead_ray.serving.app import AppArgs, app, build_app

@@ -24,7 +24,7 @@ def test_serve_config(path, monkeypatch):
     raw = yaml.safe_load(path.read_text())
     config = ServeDeploySchema.model_validate(raw)
     (app,) = config.applications
-    assert app.import_path in ("deployments:app", "lookahead_ray.serving.app:app") and app.route_prefix == "/"
+    assert app.import_path == "deployments:app" and app.route_prefix == "/"
     module, _, name = app.import_path.partition(":")
     assert callable(getattr(importlib.import_module(module), name))
     args = AppArgs.model_validate(app.args)
@@ -55,3 +55,14 @@ def test_the_gpu_config_serves_the_papers_candidates_in_order():
     pool = load_app_pool(AppArgs.model_validate(raw["applications"][0]["args"]).pool)
     assert pool.names == PAPER_CANDIDATES
     assert all(spec.engine == "vllm" and spec.num_gpus >= 1 for spec in pool.candidates)
+
+
+def test_deployments_ships_with_the_package_so_cluster_nodes_import_it():
+    import tomllib
+
+    from setuptools import find_packages
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = find_packages(where=str(REPO), include=include)
+    assert "deployments" in packages and "lookahead_ray.serving" in packages
+    assert "tests" not in packages and "benchmarks" not in packages
