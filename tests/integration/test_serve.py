@@ -82,8 +82,10 @@ def served(ray_local, tmp_path_factory):
         {"name": "tiny-b", "model": str(llama_b), "system_prompt": "Be brief.", "cost_per_1k_input": 1.0,
          **dict(common, sampling={"temperature": 0.7, "max_tokens": 8, "seed": 1})},
     ]}
+    # candidate_timeout_s 60: a killed engine replica's replacement loads its model before it answers,
+    # and a timed-out answer is a 504, not a fallback; on a busy 2-core machine that took over 20 s.
     args = {"pool": pool, "router": "models:/lookahead-router/latest",
-            "tracking_uri": register_router(checkpoint, root), "candidate_timeout_s": 20.0, "router_timeout_s": 10.0,
+            "tracking_uri": register_router(checkpoint, root), "candidate_timeout_s": 60.0, "router_timeout_s": 10.0,
             "max_prompt_chars": 2000, "max_model_len": 256, "hf_threads": 1, "router_threads": 1}
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -96,7 +98,7 @@ def served(ray_local, tmp_path_factory):
 def client(served, api_key: str = "unused"):
     from openai import OpenAI
 
-    return OpenAI(base_url=f"{served.url}/v1", api_key=api_key, max_retries=0, timeout=60)
+    return OpenAI(base_url=f"{served.url}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_bad_input_is_a_4xx_with_an_openai_error(served, case):
     body, status, code = BAD[case]
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = httpx.post(f"{served.url}/v1/chat/completions", content=content,
-                          headers={"content-type": "application/json"}, timeout=60)
+                          headers={"content-type": "application/json"}, timeout=120)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["message"] and error["type"] == "invalid_request_error"
@@ -241,7 +243,7 @@ def test_bad_input_is_a_4xx_with_an_openai_error(served, case):
 
 
 def test_openai_accepts_stream_null_and_an_integral_n(served):
-    response = httpx.post(f"{served.url}/v1/chat/completions", timeout=60,
+    response = httpx.post(f"{served.url}/v1/chat/completions", timeout=120,
                           json={"model": "tiny-a", "messages": USER, "stream": None, "n": 1.0, "temperature": 1e-300})
     assert response.status_code == 200 and response.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
@@ -278,7 +280,7 @@ def test_fallback_when_the_chosen_candidate_raises(served):
     assert chunks[0].model == extra["ranking"][1]
 
     # asked for directly, a failing candidate has no fallback: 503, not 500
-    response = httpx.post(f"{served.url}/v1/chat/completions", json={"model": "broken", "messages": USER}, timeout=60)
+    response = httpx.post(f"{served.url}/v1/chat/completions", json={"model": "broken", "messages": USER}, timeout=120)
     assert response.status_code == 503 and response.json()["error"]["code"] == "candidates_unavailable"
 
 
