@@ -102,8 +102,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     frame = load_frame(args.data, config)
     names = list(config.candidates)
     source = resolve_latest(args.checkpoint, names)  # models:/NAME/latest -> this pool's newest version
-    kind = read_spec(resolve_checkpoint(source)).kind
-    router = trained_router(kind, len(names), {"checkpoint": source, "candidates": names})
+    local = resolve_checkpoint(source)  # downloaded once: the spec and the router read the same folder
+    kind = read_spec(local).kind
+    router = trained_router(kind, len(names), {"checkpoint": local, "candidates": names})
     report = route_heldout(router, heldout_rows(frame, args.split), names)
     print(f"router {kind} from {source}, on the {args.split!r} split of {args.data}:")
     print(format_heldout(report))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lookahead_ray.data import metrics as M
 from lookahead_ray.evaluation.evaluate import choose
 
 
@@ -31,7 +32,7 @@ def task_entry(scores: np.ndarray, picks: np.ndarray, names: list[str]) -> dict[
     singles = scores.mean(axis=0)
     return {
         "n": n,
-        "pick_share": {name: float(np.mean(picks == i)) for i, name in enumerate(names)},
+        "pick_share": M.pick_share(M.one_hot(picks, len(names)), names),
         "routed": float(scores[np.arange(n), picks].mean()),
         "single": {name: float(singles[i]) for i, name in enumerate(names)},
         "best_single": float(singles.max()),
