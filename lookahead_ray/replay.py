@@ -179,9 +179,11 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
 
 def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "benchmarks/results",
                runs_dir: str = "runs/replay", config_dir: str = "configs", routers: tuple[str, ...] = TRAINED,
-               mlflow_enabled: bool = True, command: str = "", seed_list: tuple[int, ...] = ()) -> dict[str, Any]:
+               mlflow_enabled: bool = True, command: str = "", seed_list: tuple[int, ...] = (),
+               frontier: bool = True) -> dict[str, Any]:
     """Evaluate the baselines, then train and evaluate every router for every seed on the test
-    split; the outputs are rewritten after each router, so a long run can be read as it goes."""
+    split; the outputs are rewritten after each router, so a long run can be read as it goes.
+    `frontier`: also score the first seed's routers along the cost axis (minutes per router)."""
     out, runs, configs = Path(out_dir), Path(runs_dir), Path(config_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = load_frame(data, DataConfig())
@@ -204,7 +206,8 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
     table = write_outputs(out, result)
     print(table)
     print(f"[replay] wrote {out / 'replay.json'}, {out / 'replay.md'}, {out / 'replay.png'}")
-    write_frontier(out, frame, result)
+    if frontier:
+        write_frontier(out, frame, result)
     return result
 
 
