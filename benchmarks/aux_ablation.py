@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from lookahead_ray.config import TrainConfig, from_dict
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = "aux 0.2 + warm-up"
 ARMS = {
@@ -38,11 +40,11 @@ def slug(arm: str) -> str:
 
 
 def arm_config(base: dict, arm: str) -> dict:
-    """The replay config of one arm: the shipped MLM config with the arm's fields replaced."""
-    unknown = set(ARMS[arm]) - set(base) - {"aux_weight"}
-    if unknown:
-        raise ValueError(f"arm {arm!r}: fields not in the base config: {sorted(unknown)}")
-    return {**base, **ARMS[arm], "register_as": f"ablation-{slug(arm)}"} if ARMS[arm] else dict(base)
+    """The replay config of a changed arm: the shipped MLM config with the arm's fields replaced,
+    checked as TrainConfig fields before it is written (an unknown field names itself)."""
+    values = {**base, **ARMS[arm], "register_as": f"ablation-{slug(arm)}"}
+    from_dict(TrainConfig, values, f"arm {arm!r}")
+    return values
 
 
 def write_arm_configs(out: Path, base_path: Path) -> dict[str, Path]:
