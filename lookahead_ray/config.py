@@ -134,6 +134,11 @@ class TrainConfig:
     """Causal router: response tokens per training row."""
     aux_weight: float | None = None
     """Weight of the response loss; None gives the paper's 0.2 (masked) or 0.5 (causal)."""
+    aux_ramp_ratio: float = 0.0
+    """Share of optimizer steps over which the response-loss weight rises linearly from 0 to its
+    full value (0: full weight from the first step). A causal router cut to a few layers starts with
+    a response loss of ~17 nats against a routing BCE of ~0.7 (docs/recipes.md): the ramp lets the
+    routing head move first."""
     dropout: float = 0.1
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -211,6 +216,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_steps_ratio < 1.0:
             raise ValueError(f"warmup_steps_ratio must be in [0, 1), got {self.warmup_steps_ratio}")
+        if not 0.0 <= self.aux_ramp_ratio <= 1.0:
+            raise ValueError(f"aux_ramp_ratio must be in [0, 1], got {self.aux_ramp_ratio}")
         if self.mix not in MIXES:
             raise ValueError(f"mix must be one of {MIXES}, got {self.mix!r}")
         if self.truncation_side not in ("left", "right"):
@@ -232,6 +239,15 @@ class TrainConfig:
         15
         """
         return max(1, min(self.eval_every, steps // self.min_evals))
+
+    def aux_weight_at(self, step: int, steps: int) -> float:
+        """The response-loss weight at optimizer step `step` of `steps` (the ramp of aux_ramp_ratio).
+
+        >>> TrainConfig(router="lookahead-clm", aux_ramp_ratio=0.5).aux_weight_at(25, 100)
+        0.25
+        """
+        ramp = self.aux_ramp_ratio * steps
+        return self.response_loss_weight * (min(1.0, step / ramp) if ramp > 0 else 1.0)
 
     @property
     def response_loss_weight(self) -> float:

@@ -48,10 +48,11 @@ def collate(model: torch.nn.Module, cfg: TrainConfig, examples: list[dict], rate
     return collator(examples, mask_rate=rate) if cfg.router == "lookahead-mlm" else collator(examples)
 
 
-def micro_loss(model: torch.nn.Module, cfg: TrainConfig, batch: dict):
+def micro_loss(model: torch.nn.Module, cfg: TrainConfig, batch: dict, aux_weight: float | None = None):
+    """The micro-batch loss; aux_weight (None: the config's full weight) is the ramped response-loss weight."""
     if cfg.router == "mlc":
         return model.training_loss(batch)
-    return model.training_loss(batch, aux_weight=cfg.response_loss_weight)
+    return model.training_loss(batch, aux_weight=cfg.response_loss_weight if aux_weight is None else aux_weight)
 
 
 def records(frame) -> list[dict[str, Any]]:
@@ -244,7 +245,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             rate = step_mask_rate(cfg, step, steps)
             batch = {k: v.to(device) for k, v in collate(model, cfg, records(frame), rate).items()}
             with autocast():
-                loss = micro_loss(model, cfg, batch)
+                loss = micro_loss(model, cfg, batch, cfg.aux_weight_at(step, steps))
             scaled = loss.total / cfg.grad_accum
             (scaler.scale(scaled) if scaler else scaled).backward()
             running.append([loss.total.item(), loss.routing.item(), loss.aux.item()])
@@ -259,6 +260,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             total, routing, aux = np.mean(running, axis=0)
             running = []
             sink.log({"loss": total, "loss_routing": routing, "loss_response": aux, "mask_rate": rate,
+                      "aux_weight": cfg.aux_weight_at(step - 1, steps),
                       "lr": scheduler.get_last_lr()[0]}, step)
             if rank == 0 and (step % 10 == 0 or step == 1):
                 pace = (time.perf_counter() - started) / max(step - state_start, 1)
