@@ -94,7 +94,8 @@ def rest(base: str, endpoint: str, body: dict | None = None, **query) -> dict:
 
 
 @pytest.mark.parametrize("path,router", [("tune/curriculum.yaml", "lookahead-mlm"), ("tune/causal.yaml", "lookahead-clm"),
-                                         ("tune/replay-mlc.yaml", "mlc"), ("tune/replay-mlm.yaml", "lookahead-mlm")])
+                                         ("tune/replay-mlc.yaml", "mlc"), ("tune/replay-mlm.yaml", "lookahead-mlm"),
+                                         ("tune/replay-clm.yaml", "lookahead-clm")])
 def test_the_repo_sweeps_load(path, router):
     sweep, base = load_sweep(REPO / path)
     assert base.router == router and sweep.metric == "val_score" and sweep.num_samples == 4  # selection = evaluation
@@ -108,6 +109,8 @@ def test_the_repo_sweeps_load(path, router):
 @pytest.mark.parametrize("change,message", [
     ({"router": "lookahead-clm"}, "lookahead-clm does not use (block_len|curriculum)"),
     ({"space": {"lr": {"uniform": [0.1, 0.01]}}}, "low < high"),
+    ({"router": "mlc", "space": {"aux_ramp_ratio": {"uniform": [0.0, 0.5]}}}, "mlc does not use aux_ramp_ratio"),
+    ({"space": {"aux_ramp_ratio": {"uniform": [0.0, 1.5]}}}, "aux_ramp_ratio must be in"),
     ({"space": {"curriculum": {"warmup_ratio": {"uniform": [0.0, 0.5]}}}}, "warmup_ratio must be in"),
     ({"space": {"nope": {"choice": [1, 2]}}}, r"unknown field\(s\) \['nope'\]"),
     ({"space": {"lr": 0.1}}, "expected a mapping like"),

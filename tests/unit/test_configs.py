@@ -46,6 +46,17 @@ def test_train_config_overrides_and_errors(tmp_path):
     assert TrainConfig(router="lookahead-mlm").response_loss_weight == 0.2
 
 
+def test_aux_ramp_raises_the_response_loss_weight_linearly():
+    cfg = TrainConfig(router="lookahead-clm", aux_ramp_ratio=0.4)  # 0.5 (causal) reached at step 40 of 100
+    weights = [cfg.aux_weight_at(step, 100) for step in (0, 10, 20, 40, 41, 99)]
+    assert weights == pytest.approx([0.0, 0.125, 0.25, 0.5, 0.5, 0.5])
+    assert TrainConfig(router="lookahead-mlm", aux_weight=0.3).aux_weight_at(0, 100) == 0.3  # no ramp: full at once
+    assert TrainConfig(router="lookahead-clm", aux_ramp_ratio=1.0).aux_weight_at(0, 1) == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="aux_ramp_ratio must be in"):
+            TrainConfig(aux_ramp_ratio=bad)
+
+
 def test_train_config_takes_the_candidates_of_a_generated_dataset(tmp_path):
     dataset = tmp_path / "dataset"
     dataset.mkdir()

@@ -102,3 +102,14 @@ def test_unknown_precision_is_refused(backbones, tmp_path):
     folder, _ = saved_router("mlc", backbones, tmp_path)
     with pytest.raises(ValueError, match="precision"):
         RouterPredictor.load(folder, device="cpu", precision="float16")
+
+
+@pytest.mark.parametrize("kind", ["lookahead-mlm", "lookahead-clm"])
+def test_a_ramped_weight_of_zero_leaves_the_routing_loss_alone(kind, backbones):
+    torch.manual_seed(0)
+    cfg = TrainConfig(router=kind, aux_ramp_ratio=0.5)
+    model = build_router(spec_for(kind, backbones)).eval()
+    batch = collate(model, cfg, EXAMPLES, rate=0.5)
+    start, full = micro_loss(model, cfg, batch, cfg.aux_weight_at(0, 10)), micro_loss(model, cfg, batch)
+    assert start.aux.item() > 0 and start.total.item() == pytest.approx(start.routing.item())
+    assert full.total.item() == pytest.approx(full.routing.item() + cfg.response_loss_weight * full.aux.item())
