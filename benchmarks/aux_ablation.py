@@ -18,7 +18,6 @@ checkpoint. The last line is the command that made it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -79,16 +78,6 @@ def ablation_table(results: dict[str, list[dict]], val_best: dict[str, list[floa
     return "\n".join(lines)
 
 
-def best_val(checkpoints: list[str]) -> list[float]:
-    """The val_score that selected each checkpoint, from Ray Train's snapshot in its run folder."""
-    values = []
-    for path in map(Path, checkpoints):
-        snapshot = json.loads((path.parent / "checkpoint_manager_snapshot.json").read_text())
-        metrics = [r["metrics"] for r in snapshot["checkpoint_results"] if r["checkpoint_dir_name"] == path.name]
-        values.append(float(metrics[0]["val_score"]) if metrics else float("nan"))
-    return values
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the release folder (or an imported dataset)")
@@ -118,7 +107,7 @@ def main() -> int:
                             routers=("lookahead-mlm",), command=command, seed_list=seeds,
                             frontier=False)  # the cost axis is not what this compares
         results[arm] = replay["trained"]["lookahead-mlm"]
-        val_best[arm] = best_val(replay["best_checkpoints"]["lookahead-mlm"])
+        val_best[arm] = replay["best_val_score"]["lookahead-mlm"]  # the val_score that selected each checkpoint
     table = ablation_table(results, val_best)
     (out / "ablation.md").write_text(f"`{command}`\n\n{table}\n")
     print(table)

@@ -1,6 +1,6 @@
 """Training and scoring speed on the CPU: fp32 against bf16 autocast, length bucketing, torch.compile.
 
-    python benchmarks/train_precision.py --data ../shared/data/lookahead-release [--steps 8] [--compile]
+    python benchmarks/train_precision.py --data ../shared/data/lookahead-release [--steps 8] [--variants fp32,bf16,compile]
 
 The replay's CPU router (Lookahead-MLM, all-MiniLM-L6-v2 cut to 4 layers, 248-token sequences, 16
 queries a step) takes optimizer steps on real release prompts. The variants run interleaved, one
@@ -8,7 +8,9 @@ step each in turn, so that a load change on this shared machine hits them alike;
 each variant's median step time and its ratio to fp32 measured in the same run. bf16 autocast only
 pays where the CPU has bf16 matrix units (AMX, avx512_bf16); the script prints which flags it found.
 Length bucketing: batches drawn from length-sorted buckets pad less than random batches; the table
-reports the padded tokens per step of each. The last line is the command that made the table.
+reports the padded tokens per step of each. Each round prints a progress line (compiling takes
+minutes on a CPU, and bf16 without matrix units is emulated and slow: `--variants fp32,compile`
+leaves it out). The last line is the command that made the table.
 """
 
 from __future__ import annotations
@@ -75,40 +77,74 @@ def make_step(model, optimizer, autocast):
     return step
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="the release folder or an imported dataset")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile on a CPU)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    pool = examples(args.data, 400)
+VARIANTS = ("fp32", "bf16", "compile")
+
+
+def variant_steps(names: list[str]) -> tuple[dict, object]:
+    """({table label: step function} of the asked variants, the tokenizer); `compile` times a second model whose
+    encoder is compiled (dynamic shapes: batches differ in length), in fp32."""
     model = build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)  # a tiny lr: the weights barely move between variants
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    variants = {"fp32": make_step(model, optimizer, nullcontext), "bf16 autocast": make_step(model, optimizer, bf16)}
-    if args.compile:  # a second model whose encoder is compiled (dynamic shapes: batches differ in length)
+    steps = {}
+    if "fp32" in names:
+        steps["fp32"] = make_step(model, optimizer, nullcontext)
+    if "bf16" in names:
+        steps["bf16 autocast"] = make_step(model, optimizer, bf16)
+    if "compile" in names:
         other = build_model()
         other.mlm.bert = torch.compile(other.mlm.bert, dynamic=True)
-        variants["torch.compile fp32"] = make_step(other, torch.optim.AdamW(other.parameters(), lr=1e-5), nullcontext)
-    plans = {"random batches": batches(pool, args.batch_size, args.steps + 1, False, model.tokenizer),
-             "length buckets": batches(pool, args.batch_size, args.steps + 1, True, model.tokenizer)}
+        steps["torch.compile fp32"] = make_step(other, torch.optim.AdamW(other.parameters(), lr=1e-5), nullcontext)
+    return steps, model.tokenizer
+
+
+def parse_variants(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or "fp32" not in names:
+        raise SystemExit(f"--variants: {text!r} must list fp32 (the reference) and only {', '.join(VARIANTS)}; "
+                         f"unknown: {unknown}")
+    return names
+
+
+def time_rounds(variants: dict, plans: dict, steps: int) -> tuple[dict, dict]:
+    """Interleaved rounds (every variant on every plan's i-th batch); round 0 warms up and is not counted."""
     times = {(v, p): [] for v in variants for p in plans}
     tokens = {p: [] for p in plans}
-    for i in range(args.steps + 1):  # step 0 warms up each variant and is not counted
+    for i in range(steps + 1):
+        started = time.perf_counter()
         for plan, plan_batches in plans.items():
             for name, step in variants.items():
                 took, n_tokens = step(plan_batches[i])
                 if i:
                     times[(name, plan)].append(took)
                     tokens[plan].append(n_tokens)
+        label = "warm-up round" if i == 0 else f"round {i}/{steps}"
+        print(f"[precision] {label}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return times, tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the release folder or an imported dataset")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default="fp32,bf16",
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (compile: minutes to compile on a CPU)")
+    args = parser.parse_args(argv)
+    names = parse_variants(args.variants)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    pool = examples(args.data, 400)
+    variants, tokenizer = variant_steps(names)
+    plans = {"random batches": batches(pool, args.batch_size, args.steps + 1, False, tokenizer),
+             "length buckets": batches(pool, args.batch_size, args.steps + 1, True, tokenizer)}
+    times, tokens = time_rounds(variants, plans, args.steps)
     print(f"CPU bf16 flags: {', '.join(cpu_flags()) or 'none (no AMX, no avx512_bf16)'}; torch {torch.__version__}; "
           f"{args.threads} threads; {args.steps} steps per cell, interleaved")
     base = statistics.median(times[("fp32", "random batches")])
-    print(f"| variant | batches | median s/step | vs fp32 random | padded tokens/step |")
+    print("| variant | batches | median s/step | vs fp32 random | padded tokens/step |")
     print("|---|---|---:|---:|---:|")
     for (name, plan), values in times.items():
         median = statistics.median(values)

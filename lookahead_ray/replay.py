@@ -47,8 +47,8 @@ def single_correct_margin(result: dict[str, Any]) -> dict[str, float]:
 
 
 def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, runs: Path,
-              mlflow_enabled: bool) -> tuple[str, float]:
-    """Train one router for one seed; returns (best checkpoint path, seconds)."""
+              mlflow_enabled: bool) -> tuple[str, float, float]:
+    """Train one router for one seed; returns (best checkpoint path, seconds, the val_score that selected it)."""
     from lookahead_ray.training.trainer import train  # heavy (mlflow, Ray Train): only when routers are trained
 
     path = config_path(router, full, config_dir)
@@ -59,7 +59,8 @@ def train_one(router: str, seed: int, data: str, full: bool, config_dir: Path, r
                             name=f"seed{seed}-{digest}")
     start = time.perf_counter()
     outcome = train(cfg, mlflow_enabled=mlflow_enabled)
-    return outcome.best_checkpoint, recorded_seconds(runs / router / cfg.name, time.perf_counter() - start)
+    took = recorded_seconds(runs / router / cfg.name, time.perf_counter() - start)
+    return outcome.best_checkpoint, took, float(outcome.best_metrics.get("val_score", float("nan")))
 
 
 def recorded_seconds(run_dir: Path, took: float) -> float:
@@ -189,7 +190,8 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
     frame = load_frame(data, DataConfig())
     result: dict[str, Any] = {"command": command, "data": data, "seeds": list(seed_list or range(seeds)), "full": full,
                               "configs": {r: str(config_path(r, full, configs)) for r in routers},
-                              "best_checkpoints": {r: [] for r in routers}, "train_seconds": {r: [] for r in routers},
+                              "best_checkpoints": {r: [] for r in routers}, "best_val_score": {r: [] for r in routers},
+                              "train_seconds": {r: [] for r in routers},
                               "summary": {}, "trained": {r: [] for r in routers}, "baselines": {}}
     for name in BASELINES:
         print(f"[replay] evaluating baseline {name}", flush=True)
@@ -197,8 +199,9 @@ def run_replay(data: str, seeds: int = 1, full: bool = False, out_dir: str = "be
     for seed in seed_list or range(seeds):
         for router in routers:
             print(f"[replay] seed {seed}: training {router}", flush=True)
-            checkpoint, took = train_one(router, seed, data, full, configs, runs, mlflow_enabled)
+            checkpoint, took, val_score = train_one(router, seed, data, full, configs, runs, mlflow_enabled)
             result["best_checkpoints"][router].append(checkpoint)
+            result["best_val_score"][router].append(val_score)
             result["train_seconds"][router].append(took)
             print(f"[replay] seed {seed}: evaluating {router} ({took / 60:.1f} min to train)", flush=True)
             result["trained"][router].append(cached_evaluation(router, frame, data, checkpoint))
@@ -263,9 +266,11 @@ def merge_replays(paths: list[str], out_dir: str, command: str = "",
         for router, results in part["trained"].items():
             if router not in routers:
                 continue
-            for seed, result, seconds, best in zip(seeds_of(part), results, part["train_seconds"][router],
-                                                   part["best_checkpoints"][router]):
-                by_seed.setdefault(router, {}).setdefault(seed, (result, seconds, best))
+            # best_val_score is absent from files written before it was recorded: None per seed
+            vals = part.get("best_val_score", {}).get(router, [None] * len(results))
+            for seed, result, seconds, best, val in zip(seeds_of(part), results, part["train_seconds"][router],
+                                                        part["best_checkpoints"][router], vals):
+                by_seed.setdefault(router, {}).setdefault(seed, (result, seconds, best, val))
     routers = [r for r in TRAINED if r in by_seed]
     every = sorted({seed for runs in by_seed.values() for seed in runs})
     seeds = [s for s in every if all(s in by_seed[r] for r in routers)]  # margins pair routers by seed
@@ -279,6 +284,7 @@ def merge_replays(paths: list[str], out_dir: str, command: str = "",
               "merged_from": [part["command"] for part in parts],
               "configs": {r: next(p["configs"][r] for p in parts if r in p["configs"]) for r in routers},
               "best_checkpoints": {r: [by_seed[r][s][2] for s in seeds] for r in routers},
+              "best_val_score": {r: [by_seed[r][s][3] for s in seeds] for r in routers},
               "train_seconds": {r: [by_seed[r][s][1] for s in seeds] for r in routers},
               "summary": {}, "trained": {r: [by_seed[r][s][0] for s in seeds] for r in routers},
               "baselines": parts[0]["baselines"]}

@@ -61,6 +61,10 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
     assert outcome.registered == f"models:/tiny-{router}/1"
     version = client.get_model_version(f"tiny-{router}", "1")
     assert json.loads(version.tags["candidates"])[0] == "Yi-1.5-34B-Chat"
+    if router == "mlc":  # a rerun of the finished run (as `bench replay` does) restores it: same checkpoint and val
+        again = train(cfg, mlflow_enabled=False)
+        assert (again.best_checkpoint, again.best_metrics["val_score"]) == (outcome.best_checkpoint,
+                                                                              outcome.best_metrics["val_score"])
 
     for checkpoint in (outcome.best_checkpoint, outcome.registered):
         out = tmp_path / "eval.json"

@@ -1,7 +1,6 @@
 """benchmarks/aux_ablation.py: the arms' configs and the comparison table, on hand-made results."""
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -50,11 +49,3 @@ def test_table_pairs_each_arm_with_the_shipped_one(ablation):
     shipped_row, aux0_row = table.splitlines()[2:]
     assert shipped_row.startswith(f"| {ablation.SHIPPED} | 0.500 |")
     assert "| -0.500 [" in aux0_row and aux0_row.endswith("| 0.250 |")  # the paired mean difference
-
-
-def test_best_val_reads_the_selected_checkpoint_from_the_snapshot(ablation, tmp_path):
-    snapshot = {"checkpoint_results": [
-        {"checkpoint_dir_name": "checkpoint_a", "metrics": {"val_score": 0.4}},
-        {"checkpoint_dir_name": "checkpoint_b", "metrics": {"val_score": 0.6}}]}
-    (tmp_path / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
-    assert ablation.best_val([str(tmp_path / "checkpoint_b"), str(tmp_path / "checkpoint_a")]) == [0.6, 0.4]

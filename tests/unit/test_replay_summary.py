@@ -85,10 +85,12 @@ def test_merge_collects_seeds_from_several_runs(tmp_path):
 
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text(json.dumps(_replay(3, [0.1, 0.3], [0.4, 0.4])))  # a --seeds 3 run stopped after seed 1
-    second.write_text(json.dumps(_replay([2], [0.2], [0.5])))  # --seed-list 2
+    later = {**_replay([2], [0.2], [0.5]), "best_val_score": {"mlc": [0.45], "lookahead-mlm": [0.55]}}
+    second.write_text(json.dumps(later))  # --seed-list 2, from a version that records the selecting val_score
     merged = merge_replays([str(first), str(second)], str(tmp_path / "out"))
     assert merged["seeds"] == [0, 1, 2]
     assert merged["best_checkpoints"]["mlc"] == ["mlc0.1", "mlc0.3", "mlc0.2"]
+    assert merged["best_val_score"]["mlc"] == [None, None, 0.45]  # the older file recorded none
     assert merged["summary"]["lookahead-mlm"]["margin_vs_mlc_mean"] == pytest.approx((0.3 + 0.1 + 0.3) / 3)
     assert (tmp_path / "out" / "replay.md").is_file() and (tmp_path / "out" / "replay.png").is_file()
     second.write_text(json.dumps(_replay([2], [0.2], [])))  # seed 2 lacks the masked router: left out
