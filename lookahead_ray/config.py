@@ -139,6 +139,11 @@ class TrainConfig:
     full value (0: full weight from the first step). A causal router cut to a few layers starts with
     a response loss of ~17 nats against a routing BCE of ~0.7 (docs/recipes.md): the ramp lets the
     routing head move first."""
+    id_token_noise: float = 0.1
+    """Causal router: the new model-ID token rows start at the mean embedding row plus
+    id_token_noise x (per-dimension std) x N(0, 1). At 0.1 the five rows start about a tenth of a
+    row's norm apart, so at first the router can learn little beyond one bias per candidate; at 1.0
+    each starts as a typical, distinct token (docs/recipes.md)."""
     dropout: float = 0.1
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -216,6 +221,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_steps_ratio < 1.0:
             raise ValueError(f"warmup_steps_ratio must be in [0, 1), got {self.warmup_steps_ratio}")
+        if self.id_token_noise < 0:
+            raise ValueError(f"id_token_noise must be >= 0, got {self.id_token_noise}")
         if not 0.0 <= self.aux_ramp_ratio <= 1.0:
             raise ValueError(f"aux_ramp_ratio must be in [0, 1], got {self.aux_ramp_ratio}")
         if self.mix not in MIXES:

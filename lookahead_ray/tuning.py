@@ -44,8 +44,8 @@ from lookahead_ray.tuning_plots import log_trial_plots
 DOMAINS = ("uniform", "loguniform", "choice", "randint")
 # Fields a router ignores: searching them would only add noise to the sweep.
 UNUSED_BY = {
-    "mlc": ("curriculum", "block_len", "aux_weight", "aux_ramp_ratio", "max_response_len"),
-    "lookahead-mlm": ("max_response_len",),
+    "mlc": ("curriculum", "block_len", "aux_weight", "aux_ramp_ratio", "max_response_len", "id_token_noise"),
+    "lookahead-mlm": ("max_response_len", "id_token_noise"),
     "lookahead-clm": ("curriculum", "block_len"),
 }
 

@@ -209,7 +209,7 @@ class LookaheadCLM(nn.Module):
     """A causal LM with model-ID tokens and a shared Linear(hidden, 1) routing head.
 
     The constructor adds the pool's model-ID tokens to `tokenizer` and `lm` (see
-    `add_model_tokens`) unless they are there already. `collator()` gives the matching collator;
+    `add_model_tokens`, whose noise_scale is `id_token_noise`) unless they are there already. `collator()` gives the matching collator;
     `score` takes its `prompts` batches or the evaluation's raw batches (a "prompt" list).
     """
 
@@ -221,13 +221,14 @@ class LookaheadCLM(nn.Module):
         dropout: float = 0.1,
         max_prompt_len: int = 256,
         max_response_len: int = 64,
+        id_token_noise: float = 0.1,
     ) -> None:
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_prompt_len = max_prompt_len
         self.max_response_len = max_response_len
-        ids = add_model_tokens(lm, tokenizer, model_tokens(pool_or_n_candidates))
+        ids = add_model_tokens(lm, tokenizer, model_tokens(pool_or_n_candidates), noise_scale=id_token_noise)
         self.register_buffer("model_token_ids", torch.tensor(ids), persistent=False)  # (T,)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(lm.config.hidden_size, 1)
@@ -246,6 +247,7 @@ class LookaheadCLM(nn.Module):
         dtype: torch.dtype = torch.float32,
         max_prompt_len: int = 256,
         max_response_len: int = 64,
+        id_token_noise: float = 0.1,
     ) -> "LookaheadCLM":
         """Load a causal LM and its tokenizer (local path or id), first `num_layers` layers if given.
 
@@ -257,7 +259,7 @@ class LookaheadCLM(nn.Module):
         lm = AutoModelForCausalLM.from_pretrained(
             path_or_id, dtype=dtype, attn_implementation="sdpa", **layer_kwargs(num_layers)
         )
-        return cls(lm, tokenizer, pool_or_n_candidates, dropout, max_prompt_len, max_response_len)
+        return cls(lm, tokenizer, pool_or_n_candidates, dropout, max_prompt_len, max_response_len, id_token_noise)
 
     def collator(self) -> CausalCollator:
         return CausalCollator(self.tokenizer, self.n_candidates, self.max_prompt_len, self.max_response_len)

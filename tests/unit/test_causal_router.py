@@ -77,6 +77,15 @@ def test_add_model_tokens_initialises_new_rows_near_the_mean(tied):
     assert torch.equal(lm.get_input_embeddings().weight, before)
 
 
+def test_id_token_noise_sets_how_far_apart_the_model_rows_start():
+    def spread(noise):
+        rows = LookaheadCLM(tiny_llama(), word_tokenizer(), 3, id_token_noise=noise).lm.get_input_embeddings().weight[11:]
+        return torch.cdist(rows, rows).sum().item()
+
+    assert spread(1.0) == pytest.approx(10 * spread(0.1), rel=1e-4)  # the same seeded noise, ten times the scale
+    assert spread(0.0) == 0.0  # every row the mean row
+
+
 def test_add_model_tokens_fills_rows_for_tokens_the_tokenizer_already_had():
     tokenizer = word_tokenizer()
     add_model_tokens(tiny_llama(), tokenizer, ["<Model_0>"])  # e.g. a tokenizer saved after fine-tuning

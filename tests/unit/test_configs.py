@@ -57,6 +57,20 @@ def test_aux_ramp_raises_the_response_loss_weight_linearly():
             TrainConfig(aux_ramp_ratio=bad)
 
 
+def test_id_token_noise_reaches_the_router_spec_and_old_specs_keep_the_former_default(tmp_path):
+    import json
+
+    from lookahead_ray.routers.checkpoint import RouterSpec, read_spec
+
+    spec = RouterSpec.from_train_config(TrainConfig(router="lookahead-clm", id_token_noise=1.0))
+    assert spec.id_token_noise == 1.0
+    (tmp_path / "router.json").write_text(json.dumps({"kind": "lookahead-clm", "backbone": "smollm2",
+                                                      "candidates": ["a", "b"]}))  # written before the field
+    assert read_spec(tmp_path).id_token_noise == 0.1
+    with pytest.raises(ValueError, match="id_token_noise must be >= 0"):
+        TrainConfig(id_token_noise=-1.0)
+
+
 def test_train_config_takes_the_candidates_of_a_generated_dataset(tmp_path):
     dataset = tmp_path / "dataset"
     dataset.mkdir()
