@@ -1,21 +1,18 @@
 """benchmarks/aux_ablation.py: the arms' configs and the comparison table, on hand-made results."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from lookahead_ray.config import load_train_config
+from tests.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("aux_ablation", ROOT / "benchmarks" / "aux_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("aux_ablation")
 
 
 def test_arms_differ_from_the_shipped_config_only_in_the_auxiliary_loss(ablation, tmp_path):

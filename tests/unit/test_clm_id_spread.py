@@ -1,25 +1,19 @@
 """benchmarks/clm_id_spread.py on routers built in code: the spread report, and a non-causal checkpoint refused."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from lookahead_ray.routers.checkpoint import RouterSpec, build_router, save_router
+from tests.scripts import load_benchmark
 from tests.tiny_models import save_tiny_bert, save_tiny_llama
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("clm_id_spread", ROOT / "benchmarks" / "clm_id_spread.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("clm_id_spread")
 
 
 def saved(tmp_path, kind, backbone, noise=0.1):

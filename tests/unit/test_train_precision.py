@@ -1,19 +1,13 @@
 """benchmarks/train_precision.py: the variant flag and the interleaved, progress-printing rounds (fake steps)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_precision", ROOT / "benchmarks" / "train_precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_precision")
 
 
 def test_variants_need_the_fp32_reference_and_known_names(bench):
