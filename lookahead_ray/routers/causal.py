@@ -209,7 +209,8 @@ class LookaheadCLM(nn.Module):
     """A causal LM with model-ID tokens and a shared Linear(hidden, 1) routing head.
 
     The constructor adds the pool's model-ID tokens to `tokenizer` and `lm` (see
-    `add_model_tokens`, whose noise_scale is `id_token_noise`) unless they are there already. `collator()` gives the matching collator;
+    `add_model_tokens`, whose noise_scale is `id_token_noise`) unless they are there already.
+    `collator()` gives the matching collator;
     `score` takes its `prompts` batches or the evaluation's raw batches (a "prompt" list).
     """
 
