@@ -8,9 +8,9 @@ step each in turn, so that a load change on this shared machine hits them alike;
 each variant's median step time and its ratio to fp32 measured in the same run. bf16 autocast only
 pays where the CPU has bf16 matrix units (AMX, avx512_bf16); the script prints which flags it found.
 Length bucketing: batches drawn from length-sorted buckets pad less than random batches; the table
-reports the padded tokens per step of each. Each round prints a progress line (compiling takes
-minutes on a CPU, and bf16 without matrix units is emulated and slow: `--variants fp32,compile`
-leaves it out). The last line is the command that made the table.
+reports the padded tokens per step of each. Each round prints a progress line (the warm-up round
+includes torch.compile's compilation, and bf16 without matrix units is emulated and slow:
+`--variants fp32,compile` leaves it out). The last line is the command that made the table.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="fp32,bf16",
-                        help=f"comma-separated, from {', '.join(VARIANTS)} (compile: minutes to compile on a CPU)")
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (compile: its first step compiles, about 30 s here)")
     args = parser.parse_args(argv)
     names = parse_variants(args.variants)
     torch.set_num_threads(args.threads)

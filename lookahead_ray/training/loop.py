@@ -243,9 +243,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if index < state["micro_in_epoch"]:
                 continue  # already trained on before the restart
             rate = step_mask_rate(cfg, step, steps)
+            aux_weight = cfg.aux_weight_at(step, steps)  # the response-loss ramp, like the mask rate a function of the step
             batch = {k: v.to(device) for k, v in collate(model, cfg, records(frame), rate).items()}
             with autocast():
-                loss = micro_loss(model, cfg, batch, cfg.aux_weight_at(step, steps))
+                loss = micro_loss(model, cfg, batch, aux_weight)
             scaled = loss.total / cfg.grad_accum
             (scaler.scale(scaled) if scaler else scaled).backward()
             running.append([loss.total.item(), loss.routing.item(), loss.aux.item()])
@@ -260,7 +261,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             total, routing, aux = np.mean(running, axis=0)
             running = []
             sink.log({"loss": total, "loss_routing": routing, "loss_response": aux, "mask_rate": rate,
-                      "aux_weight": cfg.aux_weight_at(step - 1, steps),
+                      "aux_weight": aux_weight,
                       "lr": scheduler.get_last_lr()[0]}, step)
             if rank == 0 and (step % 10 == 0 or step == 1):
                 pace = (time.perf_counter() - started) / max(step - state_start, 1)
