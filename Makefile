@@ -13,6 +13,10 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 # Tests and the demo run Ray locally; a token-auth cluster is for `ray up` (see README).
 export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
+# What the demo's generations and dataset depend on (generate refuses a changed pool or prompt set, by
+# design), and what its router depends on (a rerun of a finished training run returns that run).
+DEMO_DATA_INPUTS := configs/pool-cpu.yaml lookahead_ray/data/prompts.py
+DEMO_TRAIN_INPUTS := configs/train-demo-cpu.yaml
 
 .PHONY: all venv demo test test-all test-unit mlflow-ui serve serve-stop clean
 
@@ -37,6 +41,17 @@ endif
 	touch $@
 
 demo: venv
+	@# An earlier demo's folders made from other inputs are moved aside (nothing is deleted): a changed
+	@# pool or prompt set starts a fresh runs/demo, a changed training config a fresh runs/demo/train.
+	@data=$$(cat $(DEMO_DATA_INPUTS) | sha256sum | cut -c1-12); train=$$(cat $(DEMO_TRAIN_INPUTS) | sha256sum | cut -c1-12); \
+	stamp=$$(date +%Y%m%d-%H%M%S); \
+	if [ -d runs/demo ] && [ "$$(cat runs/demo/data-inputs.sha256 2>/dev/null)" != "$$data" ]; then \
+		mv runs/demo runs/demo-stale-$$stamp && echo "runs/demo was made from other $(DEMO_DATA_INPUTS): moved to runs/demo-stale-$$stamp"; \
+	fi; \
+	if [ -d runs/demo/train ] && [ "$$(cat runs/demo/train-inputs.sha256 2>/dev/null)" != "$$train" ]; then \
+		mv runs/demo/train runs/demo/train-stale-$$stamp && echo "runs/demo/train was made with another $(DEMO_TRAIN_INPUTS): moved to runs/demo/train-stale-$$stamp"; \
+	fi; \
+	mkdir -p runs/demo && echo "$$data" > runs/demo/data-inputs.sha256 && echo "$$train" > runs/demo/train-inputs.sha256
 	@echo "== 1/7 import the shared release into runs/release (routing-dataset schema)"
 	$(BIN)/lookahead-ray import-release $(DATA) --out runs/release
 	@echo "== 2/7 baseline routers on the replay test split (MLflow: experiment lookahead-ray-evaluate)"

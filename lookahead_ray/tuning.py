@@ -286,7 +286,8 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
                "steps": total_steps(len(train_rows), base)}
     context["parent_run_id"] = open_parent_run(sweep, base, context)
     print(f"[tune] sweep {name}: {sweep.num_samples} trials of {base.router}, {len(train_rows)} train / "
-          f"{len(val_rows)} val prompts, {context['steps']} steps each; MLflow experiment {base.experiment}", flush=True)
+          f"{len(val_rows)} val prompts, {context['steps']} steps each; MLflow experiment {base.experiment}, "
+          f"parent run {context['parent_run_id']} at {context['uri']}", flush=True)  # the URI: where to look
     client = mlflow.MlflowClient(context["uri"])
     try:
         results = fit_tuner(sweep, base, context, train_rows, val_rows, name)

@@ -179,19 +179,26 @@ def hf_prompts(name: str, limit: int | None = None) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 DEMO_HUMANEVAL = ("2", "7", "13", "15", "16", "22", "23", "27", "28", "29",
-                  "30", "34", "35", "42", "45", "48", "52", "53", "55", "60")
-"""HumanEval problems with one-line reference solutions: a 135M model solves some of them."""
+                  "30", "34", "35", "42", "45", "48", "52", "53", "55", "60",
+                  "38", "41", "50", "51", "54", "62", "79", "84", "85", "86",
+                  "88", "97", "100", "115", "116", "121", "122", "138", "151", "152",
+                  "157", "158")
+"""HumanEval problems within a 135M model's reach: every problem whose reference solution is one line
+(37), and five short ones of the first demo set (13, 35, 48, 52, 55)."""
 
 
 def demo_prompts(limit: int | None = None) -> pd.DataFrame:
-    """The default pool's demo set (70 prompts, all packaged): 40 two-term arithmetic problems
-    (reasoning-gym basic_arithmetic: +, - or * on 1-2 digit operands, no parentheses or negation),
-    10 one-digit sums (chain_sum) and 20 short HumanEval problems. The hash split gives about 28 of
-    them to train, 14 to val and 28 to test: the held-out table of `make demo`."""
-    arithmetic = reasoning_gym_prompts("basic_arithmetic", 40, seed=0, min_terms=2, max_terms=2, min_digits=1,
+    """The default pool's demo set (139 prompts, all packaged): the 77 distinct prompts of 80 two-term
+    arithmetic problems (reasoning-gym basic_arithmetic: +, - or * on 1-2 digit operands, no
+    parentheses or negation), 20 one-digit sums (chain_sum) and 42 short HumanEval problems. The hash
+    split gives about 40 % of them to train, 20 % to val and 40 % to test: the held-out table of
+    `make demo`. A longer reasoning-gym list of the same seed starts with the shorter one, so the
+    session-6 demo's prompts keep their ids."""
+    arithmetic = reasoning_gym_prompts("basic_arithmetic", 80, seed=0, min_terms=2, max_terms=2, min_digits=1,
                                        max_digits=2, operators=["+", "-", "*"], allow_parentheses=False,
                                        allow_negation=False)  # within a 135M model's reach, unlike / and nesting
-    sums = reasoning_gym_prompts("chain_sum", 10, seed=0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    arithmetic = arithmetic.drop_duplicates("prompt")  # the generator repeats a few: one copy, one split
+    sums = reasoning_gym_prompts("chain_sum", 20, seed=0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
     code = humaneval_prompts()
     code = code[code["prompt_id"].isin(DEMO_HUMANEVAL)]
     frame = pd.concat([arithmetic, sums, code], ignore_index=True)

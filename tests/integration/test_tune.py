@@ -95,13 +95,16 @@ def rest(base: str, endpoint: str, body: dict | None = None, **query) -> dict:
 
 @pytest.mark.parametrize("path,router", [("tune/curriculum.yaml", "lookahead-mlm"), ("tune/causal.yaml", "lookahead-clm"),
                                          ("tune/replay-mlc.yaml", "mlc"), ("tune/replay-mlm.yaml", "lookahead-mlm"),
-                                         ("tune/replay-clm.yaml", "lookahead-clm")])
+                                         ("tune/replay-clm.yaml", "lookahead-clm"),
+                                         ("tune/replay-clm-aux.yaml", "lookahead-clm")])
 def test_the_repo_sweeps_load(path, router):
     sweep, base = load_sweep(REPO / path)
     assert base.router == router and sweep.metric == "val_score" and sweep.num_samples == 4  # selection = evaluation
-    sample = {"lr": 1e-4, "curriculum": {"r0": 0.5}} if router == "lookahead-mlm" else {"lr": 1e-4}
+    sample = {"lr": 1e-4, "curriculum": {"r0": 0.5}} if router == "lookahead-mlm" else {"lr": 1e-4, "aux_weight": 0.1}
     cfg = trial_config(base, sample, name="t")
     assert cfg.lr == 1e-4 and cfg.name == "t" and cfg.max_steps == base.max_steps
+    if router == "lookahead-clm":
+        assert cfg.aux_weight == 0.1 and cfg.id_token_noise == base.id_token_noise
     if router == "lookahead-mlm":
         assert cfg.curriculum.r0 == 0.5 and cfg.curriculum.shape == base.curriculum.shape  # merged, not replaced
 
@@ -141,6 +144,7 @@ def test_tune_sweep_is_recorded_in_mlflow_and_registers_the_best(tiny, tmp_path,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     outcome, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.rindex("\n{\n") + 1:])  # workers may print after it
     assert len(outcome["trials"]) == 2 and outcome["registered"] == f"models:/{REGISTERED}/1"
+    assert f"parent run {outcome['parent_run_id']} at sqlite:///" in done.stdout  # where to look, said at start
 
     best = load_train_config(outcome["best_config"])  # a serialised TrainConfig
     params = next(t["params"] for t in outcome["trials"] if t["trial_id"] == outcome["best_trial"])

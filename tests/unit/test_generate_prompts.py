@@ -47,13 +47,17 @@ def test_hf_record_converters_on_literal_records():
     assert json.loads(mbpp["reference"])["tests"] == "assert f(1) == 1\n"
 
 
-def test_demo_set_is_seventy_packaged_prompts():
+def test_demo_set_is_packaged_and_extends_the_first_one():
     frame = P.load_prompts("demo")
-    assert len(frame) == 70
+    assert frame["prompt"].is_unique  # a repeated prompt could land in train and in test
     assert frame.groupby("benchmark").size().to_dict() == {
-        "HumanEval": 20, "reasoning-gym.basic_arithmetic": 40, "reasoning-gym.chain_sum": 10}
+        "HumanEval": 42, "reasoning-gym.basic_arithmetic": 77, "reasoning-gym.chain_sum": 20}
     arithmetic = frame[frame["benchmark"] == "reasoning-gym.basic_arithmetic"]["prompt"]
     assert not arithmetic.str.contains(r"[(/]").any()  # no division, no parentheses
+    # A longer list of the same seed starts with the shorter one, so old demo prompts keep their ids.
+    first = P.reasoning_gym_prompts("chain_sum", 10, seed=0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    sums = frame[frame["benchmark"] == "reasoning-gym.chain_sum"]
+    assert list(sums["prompt"].head(10)) == list(first["prompt"])
 
 
 def test_prompts_grammar_limits_files_and_errors(tmp_path):
