@@ -18,6 +18,15 @@ export HF_HUB_OFFLINE ?= 1
 DEMO_DATA_INPUTS := configs/pool-cpu.yaml lookahead_ray/data/prompts.py
 DEMO_TRAIN_INPUTS := configs/train-demo-cpu.yaml
 
+# $(call fresh_for,DIR,FILES): move DIR aside (nothing is deleted) when the FILES it was made from have
+# changed since, then stamp DIR with their digest.
+define fresh_for
+	@digest=$$(cat $(2) | sha256sum | cut -c1-12); \
+	if [ -d $(1) ] && [ "$$(cat $(1)/inputs.sha256 2>/dev/null)" != "$$digest" ]; then \
+		stale=$(1)-stale-$$(date +%Y%m%d-%H%M%S); mv $(1) $$stale && echo "$(1) was made from other $(2): moved to $$stale"; \
+	fi; mkdir -p $(1) && echo "$$digest" > $(1)/inputs.sha256
+endef
+
 .PHONY: all venv demo test test-all test-unit mlflow-ui serve serve-stop clean
 
 all: venv
@@ -41,17 +50,9 @@ endif
 	touch $@
 
 demo: venv
-	@# An earlier demo's folders made from other inputs are moved aside (nothing is deleted): a changed
-	@# pool or prompt set starts a fresh runs/demo, a changed training config a fresh runs/demo/train.
-	@data=$$(cat $(DEMO_DATA_INPUTS) | sha256sum | cut -c1-12); train=$$(cat $(DEMO_TRAIN_INPUTS) | sha256sum | cut -c1-12); \
-	stamp=$$(date +%Y%m%d-%H%M%S); \
-	if [ -d runs/demo ] && [ "$$(cat runs/demo/data-inputs.sha256 2>/dev/null)" != "$$data" ]; then \
-		mv runs/demo runs/demo-stale-$$stamp && echo "runs/demo was made from other $(DEMO_DATA_INPUTS): moved to runs/demo-stale-$$stamp"; \
-	fi; \
-	if [ -d runs/demo/train ] && [ "$$(cat runs/demo/train-inputs.sha256 2>/dev/null)" != "$$train" ]; then \
-		mv runs/demo/train runs/demo/train-stale-$$stamp && echo "runs/demo/train was made with another $(DEMO_TRAIN_INPUTS): moved to runs/demo/train-stale-$$stamp"; \
-	fi; \
-	mkdir -p runs/demo && echo "$$data" > runs/demo/data-inputs.sha256 && echo "$$train" > runs/demo/train-inputs.sha256
+	@# A changed pool or prompt set starts a fresh runs/demo, a changed training config a fresh runs/demo/train.
+	$(call fresh_for,runs/demo,$(DEMO_DATA_INPUTS))
+	$(call fresh_for,runs/demo/train,$(DEMO_TRAIN_INPUTS))
 	@echo "== 1/7 import the shared release into runs/release (routing-dataset schema)"
 	$(BIN)/lookahead-ray import-release $(DATA) --out runs/release
 	@echo "== 2/7 baseline routers on the replay test split (MLflow: experiment lookahead-ray-evaluate)"
