@@ -15,6 +15,7 @@ import pandas as pd
 
 from lookahead_ray.data import metrics as M
 from lookahead_ray.evaluation.evaluate import choose
+from lookahead_ray.evaluation.stats import bootstrap_interval
 
 
 def heldout_rows(frame: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -40,15 +41,26 @@ def task_entry(scores: np.ndarray, picks: np.ndarray, names: list[str]) -> dict[
     }
 
 
+def versus_best_single(scores: np.ndarray, picks: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Routed minus the best single candidate over all rows, per row, with its 95 % paired-bootstrap
+    interval (the replay report's `bootstrap_interval`, one seed): on a few dozen prompts a margin
+    can be noise."""
+    best = int(scores.mean(axis=0).argmax())
+    diffs = scores[np.arange(len(picks)), picks] - scores[:, best]  # (N,) paired on the same prompts
+    return {"candidate": names[best], **bootstrap_interval({"all": diffs[None, :]})["all"]}
+
+
 def heldout_report(rows: pd.DataFrame, picks: np.ndarray, names: list[str]) -> dict[str, Any]:
     """One entry per task and one for all held-out rows together (`all`: one candidate for every task
-    is the single-model baseline a user would otherwise deploy)."""
+    is the single-model baseline a user would otherwise deploy), and the routed margin over that
+    baseline with its interval."""
     scores = np.stack(rows["scores"].to_numpy()).astype(float)  # (N, T)
     tasks = {}
     for task in sorted(rows["benchmark"].unique()):
         mask = (rows["benchmark"] == task).to_numpy()
         tasks[task] = task_entry(scores[mask], picks[mask], names)
-    return {"candidates": names, "tasks": tasks, "all": task_entry(scores, picks, names)}
+    return {"candidates": names, "tasks": tasks, "all": task_entry(scores, picks, names),
+            "vs_best_single": versus_best_single(scores, picks, names)}
 
 
 def route_heldout(router, rows: pd.DataFrame, names: list[str]) -> dict[str, Any]:
@@ -68,4 +80,7 @@ def format_heldout(report: dict[str, Any]) -> str:
         shares = " ".join(f"{entry['pick_share'][n]:>14.2f}" for n in names)
         singles = " ".join(f"{entry['single'][n]:>14.2f}" for n in names)
         lines.append(f"{task:<{width}} {entry['n']:>4} {shares} {entry['routed']:>7.2f} {singles} {entry['oracle']:>7.2f}")
+    margin = report["vs_best_single"]
+    lines.append(f"routed minus {margin['candidate']} alone (the best single candidate) on all {report['all']['n']} prompts: "
+                 f"{margin['mean']:+.3f}, 95 % paired bootstrap [{margin['low']:+.3f}, {margin['high']:+.3f}]")
     return "\n".join(lines)

@@ -37,6 +37,9 @@ def test_a_router_that_picks_each_tasks_best_candidate_reaches_the_oracle():
     # Alone, math answers 2 of 4 and code 1 of 4: routing beats every single candidate here.
     assert report["all"]["single"] == {"math": 0.5, "code": 0.25, "chat": 0.25}
     assert report["tasks"]["arith"]["single"]["chat"] == 0.5
+    margin = report["vs_best_single"]  # routed 0.75 against math's 0.5, paired on the same 4 prompts
+    assert margin["candidate"] == "math" and margin["mean"] == pytest.approx(0.25)
+    assert margin["low"] <= 0.25 <= margin["high"] and 0.0 <= margin["low"]  # it never loses a prompt
 
 
 def test_a_constant_router_scores_exactly_its_candidate():
@@ -45,6 +48,8 @@ def test_a_constant_router_scores_exactly_its_candidate():
     report = heldout_report(rows, np.array([2, 2, 2]), NAMES)
     assert report["all"]["routed"] == report["all"]["single"]["chat"]
     assert report["all"]["pick_share"]["chat"] == 1.0
+    margin = report["vs_best_single"]  # chat and code both answer 2 of 3; the first best is code
+    assert margin["candidate"] == "code" and margin["mean"] == 0.0
 
 
 def test_a_split_without_rows_is_named():
@@ -69,7 +74,7 @@ def test_the_cli_prints_the_table_of_the_routers_own_picks(checkpoint, tmp_path,
     out = tmp_path / "heldout.json"
     assert main(["heldout", "--checkpoint", checkpoint, "--data", str(tmp_path / "ds"), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "arith" in printed and "code" in printed and "routed" in printed
+    assert "arith" in printed and "code" in printed and "routed" in printed and "95 % paired bootstrap" in printed
     report = json.loads(out.read_text())
     assert report["all"]["n"] == 10  # the train row is not held out
     test_rows = rows[rows["split"] == "test"].reset_index(drop=True)
