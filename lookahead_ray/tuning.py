@@ -8,6 +8,10 @@ each searched field a one-key mapping:
       curriculum: {r0: {uniform: [0.0, 0.6]}, shape: {choice: [linear, cosine, step]}}
       lr: {loguniform: [2.0e-5, 3.0e-4]}
 
+A `grid: [...]` leaf tries every listed value (Tune's grid_search), each `num_samples` times; a space
+with a grid leaf is sampled by Tune's BasicVariantGenerator instead of Optuna, which cannot take a grid.
+Use it for a few values of one field: Optuna's 4 draws from [0, 0.5] may all land near the middle.
+
 `run_sweep` then:
 1. selects MLflow experiment `lookahead-ray-tune-<router>` (created here, so that nothing logs into
    whatever experiment happens to be active) and opens the sweep's parent run;
@@ -41,7 +45,8 @@ from lookahead_ray.storage import check_reachable, check_shared, is_uri, join, l
 from lookahead_ray.tracking import check_tracking, start_training_run, tracking_uri, use_experiment
 from lookahead_ray.tuning_plots import log_trial_plots
 
-DOMAINS = ("uniform", "loguniform", "choice", "randint")
+DOMAINS = ("uniform", "loguniform", "choice", "randint", "grid")
+LISTS = ("choice", "grid")  # domains that take a list of values, not [low, high]
 # Fields a router ignores: searching them would only add noise to the sweep.
 UNUSED_BY = {
     "mlc": ("curriculum", "block_len", "aux_weight", "aux_ramp_ratio", "max_response_len", "id_token_noise"),
@@ -55,7 +60,7 @@ class SweepConfig:
     """One Tune sweep (`lookahead-ray tune --space FILE.yaml`); the YAML file is a serialised instance."""
 
     space: dict[str, Any]
-    """Searched TrainConfig fields, nested like the TrainConfig; each leaf {uniform|loguniform|choice|randint: [...]}."""
+    """Searched TrainConfig fields, nested like the TrainConfig; each leaf {uniform|loguniform|choice|randint|grid: [...]}."""
     base: str | None = None
     """The TrainConfig YAML every trial starts from, relative to the sweep file (`--config` overrides)."""
     train: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +69,7 @@ class SweepConfig:
     """What the workers report at each evaluation and Tune optimises."""
     mode: str = "max"
     num_samples: int = 4
-    """Trials Optuna proposes."""
+    """Trials Optuna proposes; with a grid leaf, how many times the whole grid runs."""
     max_concurrent_trials: int = 2
     """Trials in flight at once: each is one Ray Train run competing for the same CPUs/GPUs."""
     grace_period: int = 1
@@ -95,6 +100,17 @@ class SweepConfig:
         for path, leaf in leaves(self.space):
             check_domain(path, leaf)
 
+    def grid_size(self) -> int:
+        """Points of the grid (1 without a grid leaf)."""
+        return math.prod(len(leaf["grid"]) for _, leaf in leaves(self.space) if "grid" in leaf)
+
+    def trial_count(self) -> int:
+        """Trials the sweep runs: Tune repeats the whole grid num_samples times."""
+        return self.num_samples * self.grid_size()
+
+    def has_grid(self) -> bool:
+        return any("grid" in leaf for _, leaf in leaves(self.space))
+
 
 def leaves(space: dict[str, Any], prefix: str = "") -> list[tuple[str, dict]]:
     """[(dotted path, domain mapping)] of a nested space.
@@ -121,7 +137,7 @@ def check_domain(path: str, leaf: dict) -> None:
     kind, args = next(iter(leaf.items()))
     if not isinstance(args, list) or not args:
         raise ValueError(f"space.{path}: {kind} needs a list, got {args!r}")
-    if kind != "choice" and (len(args) != 2 or not args[0] < args[1]):
+    if kind not in LISTS and (len(args) != 2 or not args[0] < args[1]):
         raise ValueError(f"space.{path}: {kind} needs [low, high] with low < high, got {args}")
     if kind == "loguniform" and args[0] <= 0:
         raise ValueError(f"space.{path}: loguniform needs low > 0, got {args}")
@@ -135,7 +151,10 @@ def tune_space(space: dict[str, Any]) -> dict[str, Any]:
     for key, value in space.items():
         if is_domain(value):
             kind, args = next(iter(value.items()))
-            out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+            if kind == "grid":
+                out[key] = tune.grid_search(args)
+            else:
+                out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
         else:
             out[key] = tune_space(value)
     return out
@@ -285,7 +304,7 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig) -> SweepOutcome:
     context = {"uri": tracking_uri(), "experiment_id": use_experiment(base.experiment), "sweep": name,
                "steps": total_steps(len(train_rows), base)}
     context["parent_run_id"] = open_parent_run(sweep, base, context)
-    print(f"[tune] sweep {name}: {sweep.num_samples} trials of {base.router}, {len(train_rows)} train / "
+    print(f"[tune] sweep {name}: {sweep.trial_count()} trials of {base.router}, {len(train_rows)} train / "
           f"{len(val_rows)} val prompts, {context['steps']} steps each; MLflow experiment {base.experiment}, "
           f"parent run {context['parent_run_id']} at {context['uri']}", flush=True)  # the URI: where to look
     client = mlflow.MlflowClient(context["uri"])
@@ -311,11 +330,10 @@ def evaluations_per_trial(base: TrainConfig, steps: int) -> int:
 
 
 def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, val_rows, name: str):
-    """Tuner(OptunaSearch + ASHA) over `run_trial`; returns the ResultGrid."""
+    """Tuner(OptunaSearch, or BasicVariantGenerator for a grid, + ASHA) over `run_trial`; returns the ResultGrid."""
     # heavy imports: off the CLI's start-up path
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     max_t = evaluations_per_trial(base, context["steps"])
     trainable = tune.with_parameters(run_trial, base=plain(to_dict(base)), context=context,
@@ -326,13 +344,24 @@ def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, 
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
             max_concurrent_trials=sweep.max_concurrent_trials,
-            search_alg=OptunaSearch(seed=sweep.seed),
+            search_alg=search_algorithm(sweep),
             scheduler=ASHAScheduler(max_t=max_t, grace_period=min(sweep.grace_period, max_t),
                                     reduction_factor=sweep.reduction_factor),
         ),
         run_config=tune.RunConfig(name=name, **ray_storage(sweep.storage_path)),
     )
     return tuner.fit()
+
+
+def search_algorithm(sweep: SweepConfig):
+    """Optuna for ranges; Tune's own generator for a grid (Optuna cannot expand grid_search). Both seeded."""
+    if sweep.has_grid():
+        from ray.tune.search import BasicVariantGenerator  # heavy: off the CLI's start-up path
+
+        return BasicVariantGenerator(random_state=sweep.seed)  # TuneConfig's max_concurrent_trials still applies
+    from ray.tune.search.optuna import OptunaSearch  # heavy: off the CLI's start-up path
+
+    return OptunaSearch(seed=sweep.seed)
 
 
 def run_trial(config: dict, base: dict, context: dict, train_rows=None, val_rows=None) -> None:

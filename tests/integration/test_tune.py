@@ -96,10 +96,12 @@ def rest(base: str, endpoint: str, body: dict | None = None, **query) -> dict:
 @pytest.mark.parametrize("path,router", [("tune/curriculum.yaml", "lookahead-mlm"), ("tune/causal.yaml", "lookahead-clm"),
                                          ("tune/replay-mlc.yaml", "mlc"), ("tune/replay-mlm.yaml", "lookahead-mlm"),
                                          ("tune/replay-clm.yaml", "lookahead-clm"),
-                                         ("tune/replay-clm-aux.yaml", "lookahead-clm")])
+                                         ("tune/replay-clm-aux.yaml", "lookahead-clm"),
+                                         ("tune/replay-clm-aux-grid.yaml", "lookahead-clm")])
 def test_the_repo_sweeps_load(path, router):
     sweep, base = load_sweep(REPO / path)
-    assert base.router == router and sweep.metric == "val_score" and sweep.num_samples == 4  # selection = evaluation
+    assert base.router == router and sweep.metric == "val_score"  # selection = evaluation
+    assert sweep.trial_count() == (3 if sweep.has_grid() else 4)  # every sweep's budget: 4 draws, or a 3-point grid
     sample = {"lr": 1e-4, "curriculum": {"r0": 0.5}} if router == "lookahead-mlm" else {"lr": 1e-4, "aux_weight": 0.1}
     cfg = trial_config(base, sample, name="t")
     assert cfg.lr == 1e-4 and cfg.name == "t" and cfg.max_steps == base.max_steps
@@ -127,6 +129,27 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path, change, message):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=message):
         load_sweep(tmp_path / "s.yaml", router=router)
+
+
+def test_a_grid_leaf_runs_every_value_without_optuna():
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from lookahead_ray.tuning import search_algorithm, tune_space
+
+    space = {"aux_weight": {"grid": [0.0, 0.1, 0.2]}, "lr": {"grid": [1e-4, 3e-4]}}
+    sweep = SweepConfig(space=space, num_samples=2)
+    assert sweep.grid_size() == 6 and sweep.trial_count() == 12
+    assert tune_space(space)["aux_weight"] == tune.grid_search([0.0, 0.1, 0.2])
+    assert isinstance(search_algorithm(sweep), BasicVariantGenerator)
+    ranges = SweepConfig(space={"lr": {"uniform": [1e-4, 3e-4]}, "aux_weight": {"choice": [0.1, 0.2]}})
+    assert ranges.trial_count() == 4 and isinstance(search_algorithm(ranges), OptunaSearch)
+
+
+def test_an_empty_grid_is_refused():
+    with pytest.raises(ValueError, match="space.aux_weight: grid needs a list"):
+        SweepConfig(space={"aux_weight": {"grid": []}})
 
 
 def test_sweep_config_defaults_are_valid():
