@@ -343,7 +343,7 @@ def fit_tuner(sweep: SweepConfig, base: TrainConfig, context: dict, train_rows, 
         param_space=tune_space(sweep.space),
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-            max_concurrent_trials=sweep.max_concurrent_trials,
+            max_concurrent_trials=None if sweep.has_grid() else sweep.max_concurrent_trials,  # a grid's generator holds it
             search_alg=search_algorithm(sweep),
             scheduler=ASHAScheduler(max_t=max_t, grace_period=min(sweep.grace_period, max_t),
                                     reduction_factor=sweep.reduction_factor),
@@ -358,7 +358,9 @@ def search_algorithm(sweep: SweepConfig):
     if sweep.has_grid():
         from ray.tune.search import BasicVariantGenerator  # heavy: off the CLI's start-up path
 
-        return BasicVariantGenerator(random_state=sweep.seed)  # TuneConfig's max_concurrent_trials still applies
+        # Tune ignores TuneConfig.max_concurrent_trials for a generator instance (it warns and starts every
+        # trial at once, which on a small machine starves the Train workers): the generator holds the limit.
+        return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
     from ray.tune.search.optuna import OptunaSearch  # heavy: off the CLI's start-up path
 
     return OptunaSearch(seed=sweep.seed)

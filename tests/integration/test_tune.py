@@ -139,10 +139,12 @@ def test_a_grid_leaf_runs_every_value_without_optuna():
     from lookahead_ray.tuning import search_algorithm, tune_space
 
     space = {"aux_weight": {"grid": [0.0, 0.1, 0.2]}, "lr": {"grid": [1e-4, 3e-4]}}
-    sweep = SweepConfig(space=space, num_samples=2)
+    sweep = SweepConfig(space=space, num_samples=2, max_concurrent_trials=1)
     assert sweep.grid_size() == 6 and sweep.trial_count() == 12
     assert tune_space(space)["aux_weight"] == tune.grid_search([0.0, 0.1, 0.2])
-    assert isinstance(search_algorithm(sweep), BasicVariantGenerator)
+    generator = search_algorithm(sweep)
+    # Tune ignores TuneConfig.max_concurrent_trials for a generator instance: the generator must hold it
+    assert isinstance(generator, BasicVariantGenerator) and generator.max_concurrent == 1
     ranges = SweepConfig(space={"lr": {"uniform": [1e-4, 3e-4]}, "aux_weight": {"choice": [0.1, 0.2]}})
     assert ranges.trial_count() == 4 and isinstance(search_algorithm(ranges), OptunaSearch)
 
