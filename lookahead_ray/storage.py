@@ -177,6 +177,23 @@ def exists(location: str | Path, setting: str) -> bool:
     return filesystem.get_file_info(path).type != fs.FileType.NotFound
 
 
+def read_text(location: str | Path, setting: str) -> str | None:
+    """A small file's text at any location (local, s3://, gs://); None when there is no such file."""
+    if not exists(location, setting):
+        return None
+    filesystem, path = resolve(location, setting)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def write_text(location: str | Path, text: str, setting: str) -> None:
+    """Write a small file at any location, creating its folder."""
+    filesystem, path = resolve(location, setting)
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
 @contextlib.contextmanager
 def staged(location: str | Path, setting: str, upload: bool = True):
     """A local folder for a stage that writes plain files: `location` itself when local; for a URI a

@@ -21,7 +21,7 @@ from mlflow.entities import Param
 from lookahead_ray.config import TrainConfig, to_dict
 from lookahead_ray.data.mix import label_prior
 from lookahead_ray.registry import register_router
-from lookahead_ray.storage import check_reachable, check_shared, is_uri, ray_storage
+from lookahead_ray.storage import check_reachable, check_shared, is_uri, join, ray_storage, read_text, write_text
 from lookahead_ray.routers.checkpoint import RouterSpec
 from lookahead_ray.tracking import check_tracking, start_training_run, tracking_uri
 from lookahead_ray.training.data import training_frames
@@ -29,6 +29,11 @@ from lookahead_ray.training.loop import total_steps, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
+
+RUN_CONFIG = "lookahead-train-config.json"
+"""Beside Ray Train's own files in <storage_path>/<name>/: the config the run was started with."""
+BOOKKEEPING = ("name", "storage_path", "experiment", "register_as", "max_failures")
+"""Fields that say where a run is kept or recorded, not what it trains: a rerun may change them."""
 
 SELECT_METRIC = "val_score"
 """What picks the best checkpoint: the mean per-benchmark normalised score on val (training/selection.py)."""
@@ -65,7 +70,7 @@ def build_trainer(cfg: TrainConfig, train: pd.DataFrame | None = None, val: pd.D
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         datasets={"train": ray.data.from_pandas(train), "val": ray.data.from_pandas(val)},
         run_config=RunConfig(
-            name=cfg.name or f"{cfg.router}",
+            name=run_name(cfg),
             **ray_storage(cfg.storage_path),  # a local path, or s3:// / gs:// with its filesystem
             checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute=SELECT_METRIC,
                                                checkpoint_score_order="max"),
@@ -83,6 +88,44 @@ def check_start(cfg: TrainConfig, mlflow_enabled: bool) -> None:
         check_tracking()
 
 
+def run_name(cfg: TrainConfig) -> str:
+    return cfg.name or cfg.router
+
+
+def flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as dotted keys with JSON values (tuples as lists), bookkeeping fields left out."""
+    def walk(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in values.items():
+            out.update(walk(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    values = json.loads(json.dumps(to_dict(cfg), default=str))  # one form for a fresh and a stored config
+    return {k: v for k, v in walk(values).items() if k not in BOOKKEEPING}
+
+
+def check_same_config(cfg: TrainConfig) -> None:
+    """Ray Train resumes a run with the same name and storage: a finished run comes back as it is and a
+    crashed one goes on from its last checkpoint. That is right only for the config the run started
+    with, so the first start records it beside the run and a later start with other values is refused,
+    naming the folder and the fields (a silent resume would return the old router as if it were new)."""
+    folder = join(cfg.storage_path, run_name(cfg))
+    location = join(folder, RUN_CONFIG)
+    new = flat_config(cfg)
+    text = read_text(location, "storage_path")
+    if text is None:  # a new run, or one started before this record existed: record it now
+        write_text(location, json.dumps(new, indent=1, sort_keys=True) + "\n", "storage_path")
+        return
+    old = json.loads(text)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+        raise ValueError(f"{folder} holds a run started with another config ({shown}{more}; recorded in {RUN_CONFIG}); "
+                         "Ray Train would resume that run, not train this one. Give this run another `name` or "
+                         "`storage_path`, or move that folder away")
+
+
 @dataclass
 class TrainOutcome:
     best_checkpoint: str
@@ -94,6 +137,7 @@ class TrainOutcome:
 def train(cfg: TrainConfig, mlflow_enabled: bool = True, extra: dict[str, Any] | None = None) -> TrainOutcome:
     """Fit one router on Ray Train; log the run, its best checkpoint and model version to MLflow."""
     check_start(cfg, mlflow_enabled)
+    check_same_config(cfg)
     train_rows, val_rows = training_frames(cfg)
     steps = total_steps(len(train_rows), cfg)
     prior = label_prior(np.stack(train_rows["labels"].to_numpy()), tuple(cfg.data.candidates))

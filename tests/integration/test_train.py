@@ -1,6 +1,7 @@
 """`lookahead-ray train` for each router: a few steps on Ray Train, a worker crash and resume,
 MLflow run + registry, then `evaluate --checkpoint` on the result."""
 
+import dataclasses
 import json
 
 import mlflow
@@ -65,6 +66,9 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
         again = train(cfg, mlflow_enabled=False)
         assert (again.best_checkpoint, again.best_metrics["val_score"]) == (outcome.best_checkpoint,
                                                                               outcome.best_metrics["val_score"])
+        # the same name and storage with another recipe would resume the old run: refused, naming the field
+        with pytest.raises(ValueError, match=r"t-mlc holds a run started with another config \(lr: 0.001 -> 0.002"):
+            train(dataclasses.replace(cfg, lr=2e-3), mlflow_enabled=False)
 
     for checkpoint in (outcome.best_checkpoint, outcome.registered):
         out = tmp_path / "eval.json"
