@@ -93,6 +93,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 ROUTER_KINDS = ("mlc", "lookahead-mlm", "lookahead-clm")
 CURRICULUM_SHAPES = ("linear", "cosine", "step")
 MIXES = ("balanced", "fill", "equal", "natural")
+ROUTING_HEADS = ("shared", "per_candidate")  # Lookahead-CLM's routing head (TrainConfig.routing_head)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,10 @@ class TrainConfig:
     id_token_noise x (per-dimension std) x N(0, 1). At 0.1 the five rows start about a tenth of a
     row's norm apart, so at first the router can learn little beyond one bias per candidate; at 1.0
     each starts as a typical, distinct token (docs/recipes.md)."""
+    routing_head: str = "shared"
+    """Causal router: "shared", the paper's one Linear(hidden, 1) over every `<Model_t>` state (the
+    candidates differ only through their ID rows), or "per_candidate", one weight row and bias per
+    candidate (as MLC's output layer), which adds a query x candidate term from the first step."""
     dropout: float = 0.1
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -223,6 +228,8 @@ class TrainConfig:
             raise ValueError(f"warmup_steps_ratio must be in [0, 1), got {self.warmup_steps_ratio}")
         if self.id_token_noise < 0:
             raise ValueError(f"id_token_noise must be >= 0, got {self.id_token_noise}")
+        if self.routing_head not in ROUTING_HEADS:
+            raise ValueError(f"routing_head must be one of {ROUTING_HEADS}, got {self.routing_head!r}")
         if not 0.0 <= self.aux_ramp_ratio <= 1.0:
             raise ValueError(f"aux_ramp_ratio must be in [0, 1], got {self.aux_ramp_ratio}")
         if self.mix not in MIXES:

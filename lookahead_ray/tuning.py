@@ -49,8 +49,9 @@ DOMAINS = ("uniform", "loguniform", "choice", "randint", "grid")
 LISTS = ("choice", "grid")  # domains that take a list of values, not [low, high]
 # Fields a router ignores: searching them would only add noise to the sweep.
 UNUSED_BY = {
-    "mlc": ("curriculum", "block_len", "aux_weight", "aux_ramp_ratio", "max_response_len", "id_token_noise"),
-    "lookahead-mlm": ("max_response_len", "id_token_noise"),
+    "mlc": ("curriculum", "block_len", "aux_weight", "aux_ramp_ratio", "max_response_len", "id_token_noise",
+            "routing_head"),
+    "lookahead-mlm": ("max_response_len", "id_token_noise", "routing_head"),
     "lookahead-clm": ("curriculum", "block_len"),
 }
 

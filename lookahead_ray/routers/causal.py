@@ -2,8 +2,9 @@
 
 Each candidate t gets a new special token `<Model_t>`. Training sequences are, per query and
 candidate, `prompt <Model_t> response_t EOS`: the LM learns to continue the prompt as candidate t
-would (auxiliary next-token loss on the response and EOS), and a Linear(hidden, 1) head shared by
-all candidates reads the hidden state at `<Model_t>` to predict candidate t's label. In a causal
+would (auxiliary next-token loss on the response and EOS), and a routing head reads the hidden state
+at `<Model_t>` to predict candidate t's label: the paper's Linear(hidden, 1) shared by all candidates,
+or (`routing_head="per_candidate"`) one weight row and bias per candidate. In a causal
 model that hidden state depends only on `prompt <Model_t>`, so at inference no response is needed,
 and all T candidates are scored in one forward pass: the prompt once, then the T ID tokens, each
 attending to the prompt and itself (a 4-D attention mask) at position P, as if it were alone.
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from lookahead_ray.candidates import CandidatePool
+from lookahead_ray.config import ROUTING_HEADS
 from lookahead_ray.routers.losses import IGNORE_INDEX, LookaheadLoss, lookahead_clm_loss
 from lookahead_ray.routers.masked import vocabulary_id
 from lookahead_ray.routers.mlc import layer_kwargs
@@ -206,7 +208,12 @@ def one_pass_inputs(
 
 
 class LookaheadCLM(nn.Module):
-    """A causal LM with model-ID tokens and a shared Linear(hidden, 1) routing head.
+    """A causal LM with model-ID tokens and a routing head over their hidden states.
+
+    `routing_head`: "shared" is one Linear(hidden, 1) for every candidate, so candidate t's score
+    differs from the others' only through what its ID row makes of the prompt; "per_candidate" is
+    Linear(hidden, T) read on its diagonal (candidate t's row on `<Model_t>`'s state), which adds a
+    query x candidate term from the first step, as MLC's output layer has.
 
     The constructor adds the pool's model-ID tokens to `tokenizer` and `lm` (see
     `add_model_tokens`, whose noise_scale is `id_token_noise`) unless they are there already.
@@ -223,8 +230,11 @@ class LookaheadCLM(nn.Module):
         max_prompt_len: int = 256,
         max_response_len: int = 64,
         id_token_noise: float = 0.1,
+        routing_head: str = "shared",
     ) -> None:
         super().__init__()
+        if routing_head not in ROUTING_HEADS:
+            raise ValueError(f"routing_head must be one of {ROUTING_HEADS}, got {routing_head!r}")
         self.lm = lm
         self.tokenizer = tokenizer
         self.max_prompt_len = max_prompt_len
@@ -232,7 +242,8 @@ class LookaheadCLM(nn.Module):
         ids = add_model_tokens(lm, tokenizer, model_tokens(pool_or_n_candidates), noise_scale=id_token_noise)
         self.register_buffer("model_token_ids", torch.tensor(ids), persistent=False)  # (T,)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(lm.config.hidden_size, 1)
+        self.routing_head = routing_head
+        self.head = nn.Linear(lm.config.hidden_size, 1 if routing_head == "shared" else len(ids))
 
     @property
     def n_candidates(self) -> int:
@@ -249,6 +260,7 @@ class LookaheadCLM(nn.Module):
         max_prompt_len: int = 256,
         max_response_len: int = 64,
         id_token_noise: float = 0.1,
+        routing_head: str = "shared",
     ) -> "LookaheadCLM":
         """Load a causal LM and its tokenizer (local path or id), first `num_layers` layers if given.
 
@@ -260,7 +272,8 @@ class LookaheadCLM(nn.Module):
         lm = AutoModelForCausalLM.from_pretrained(
             path_or_id, dtype=dtype, attn_implementation="sdpa", **layer_kwargs(num_layers)
         )
-        return cls(lm, tokenizer, pool_or_n_candidates, dropout, max_prompt_len, max_response_len, id_token_noise)
+        return cls(lm, tokenizer, pool_or_n_candidates, dropout, max_prompt_len, max_response_len, id_token_noise,
+                   routing_head)
 
     def collator(self) -> CausalCollator:
         return CausalCollator(self.tokenizer, self.n_candidates, self.max_prompt_len, self.max_response_len)
@@ -286,10 +299,19 @@ class LookaheadCLM(nn.Module):
         input_ids, mask, position_ids = block_inputs(prompt_ids, prompt_mask, block_ids, block_mask, dtype)
         hidden = self.lm.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
         blocks = hidden[:, prompt_ids.shape[1] :].reshape(batch, n_blocks, slots, -1)  # (B, T, W, H)
-        routing = self.head(self.dropout(blocks[:, :, 0])).squeeze(-1)  # (B, T)
+        routing = self.route(blocks[:, :, 0])  # (B, T)
         if target_mask is None:
             return routing, None
         return routing, self.lm.get_output_embeddings()(blocks[target_mask])  # (B, T), (N, V)
+
+    def route(self, id_hidden: torch.Tensor) -> torch.Tensor:
+        """Routing logits (B, T) from the hidden states at the T ID tokens (B, T, H)."""
+        hidden = self.dropout(id_hidden)
+        if self.routing_head == "shared":
+            return self.head(hidden).squeeze(-1)
+        # Candidate t's row on candidate t's state: the diagonal of Linear(hidden, T), without the T x T product.
+        weight = self.head.weight.to(hidden.dtype)  # (T, H)
+        return (hidden * weight).sum(-1) + self.head.bias.to(hidden.dtype)  # (B, T)
 
     def score(self, batch: dict[str, Any]) -> torch.Tensor:
         """Routing logits (B, T), float32 on the CPU, all candidates in one forward pass.
@@ -311,7 +333,7 @@ class LookaheadCLM(nn.Module):
                 input_ids=input_ids, attention_mask=mask, position_ids=position_ids
             ).last_hidden_state  # (B, P+T, H)
             id_hidden = hidden[:, prompt_ids.shape[1] :]  # (B, T, H)
-            return self.head(self.dropout(id_hidden)).squeeze(-1).float().cpu()  # (B, T)
+            return self.route(id_hidden).float().cpu()  # (B, T)
 
     def training_loss(self, batch: dict[str, Any], aux_weight: float = 0.5) -> LookaheadLoss:
         target_mask = batch["block_targets"] != IGNORE_INDEX  # (B, T, W)

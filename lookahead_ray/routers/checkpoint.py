@@ -44,13 +44,17 @@ class RouterSpec:
     id_token_noise: float = 0.1
     """Causal router: spread of the fresh model-ID token rows (see TrainConfig.id_token_noise); only a
     fresh router uses it, a checkpoint's own rows replace them (checkpoints from before this field: 0.1)."""
+    routing_head: str = "shared"
+    """Causal router: "shared" or "per_candidate" (see TrainConfig.routing_head; checkpoints from before
+    this field: shared)."""
 
     @classmethod
     def from_train_config(cls, cfg) -> "RouterSpec":
         return cls(kind=cfg.router, backbone=cfg.backbone, candidates=tuple(cfg.data.candidates),
                    num_layers=cfg.num_layers, dropout=cfg.dropout, max_prompt_len=cfg.max_prompt_len,
                    block_len=cfg.block_len, max_response_len=cfg.max_response_len,
-                   truncation_side=cfg.truncation_side, id_token_noise=cfg.id_token_noise)
+                   truncation_side=cfg.truncation_side, id_token_noise=cfg.id_token_noise,
+                   routing_head=cfg.routing_head)
 
 
 def build_router(spec: RouterSpec) -> torch.nn.Module:
@@ -93,7 +97,7 @@ def _masked(source: str, spec: RouterSpec) -> torch.nn.Module:
 def _causal(source: str, spec: RouterSpec) -> torch.nn.Module:
     return LookaheadCLM.from_pretrained(source, len(spec.candidates), spec.num_layers, spec.dropout,
                                         max_prompt_len=spec.max_prompt_len, max_response_len=spec.max_response_len,
-                                        id_token_noise=spec.id_token_noise)
+                                        id_token_noise=spec.id_token_noise, routing_head=spec.routing_head)
 
 
 ROUTERS = {"mlc": _mlc, "lookahead-mlm": _masked, "lookahead-clm": _causal}

@@ -2,8 +2,9 @@
 
 AdamW, linear warmup then cosine decay, gradient clipping and accumulation; the masked router's
 mask rate is a pure function of the optimizer step. Every `eval_every` steps the loop scores the
-val split (mask rate 1: no response is seen), reports `eval_reward` (the mean normalised score of
-the chosen candidate, the paper's model-selection metric) and saves a checkpoint with the optimizer
+val split (mask rate 1: no response is seen), reports `val_score` (each evaluated benchmark's
+normalised score of the chosen candidate, averaged over benchmarks as the test is: the metric that
+selects the checkpoint, training/selection.py) and saves a checkpoint with the optimizer
 state, so that a restarted worker resumes where the last checkpoint left off.
 """
 

@@ -42,8 +42,16 @@ def tiny_llama(attention="sdpa", tied=False):
     return LlamaForCausalLM(config)
 
 
-def tiny_router(n_candidates=2, attention="sdpa"):
-    return LookaheadCLM(tiny_llama(attention), word_tokenizer(), n_candidates)
+def tiny_router(n_candidates=2, attention="sdpa", routing_head="shared", id_token_noise=0.1):
+    return LookaheadCLM(tiny_llama(attention), word_tokenizer(), n_candidates, id_token_noise=id_token_noise,
+                        routing_head=routing_head)
+
+
+def head_logit(router, candidate, hidden):
+    """The reference routing logit of one candidate from its ID token's hidden state (H,): the shared
+    row, or candidate t's own row and bias."""
+    row = candidate if router.routing_head == "per_candidate" else 0
+    return (router.head.weight[row] @ hidden + router.head.bias[row]).item()
 
 
 # --- tokens ------------------------------------------------------------------------------------------
@@ -163,9 +171,9 @@ def separate_pass_logits(router, prompts):
         for prompt in prompts:
             ids = router.tokenizer(prompt)["input_ids"]
             row = []
-            for token_id in router.model_token_ids.tolist():
+            for t, token_id in enumerate(router.model_token_ids.tolist()):
                 hidden = router.lm.base_model(input_ids=torch.tensor([ids + [token_id]], device=device)).last_hidden_state
-                row.append(router.head(hidden[0, -1]).item())
+                row.append(head_logit(router, t, hidden[0, -1]))
             rows.append(row)
     return torch.tensor(rows)  # (B, T)
 
@@ -173,8 +181,9 @@ def separate_pass_logits(router, prompts):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA")])])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_one_pass_scores_equal_separate_passes(attention, device):
-    router = tiny_router(n_candidates=3, attention=attention).to(device).eval()
+@pytest.mark.parametrize("routing_head", ["shared", "per_candidate"])
+def test_one_pass_scores_equal_separate_passes(attention, device, routing_head):
+    router = tiny_router(n_candidates=3, attention=attention, routing_head=routing_head).to(device).eval()
     with torch.no_grad():
         router.head.weight.mul_(20.0)  # make the test sensitive: logits of order 10, not 0.1
     examples = [
@@ -194,10 +203,11 @@ def test_one_pass_scores_equal_separate_passes(attention, device):
     torch.testing.assert_close(routing.cpu(), reference, atol=1e-4, rtol=0)
 
 
-def test_packed_training_equals_separate_rows():
+@pytest.mark.parametrize("routing_head", ["shared", "per_candidate"])
+def test_packed_training_equals_separate_rows(routing_head):
     """Routing logits and the response loss of the packed batch equal T separate rows per query,
     `prompt <Model_t> response_t`, each in its own forward pass with no padding."""
-    router = tiny_router(n_candidates=3).eval()
+    router = tiny_router(n_candidates=3, routing_head=routing_head).eval()
     examples = [
         {"prompt": "hello world yes no a", "responses": ["a b", "c", "d d d"], "labels": [1.0, 0.0, 0.0]},
         {"prompt": "b", "responses": ["no", "yes yes", ""], "labels": [0.0, 1.0, 1.0]},
@@ -213,11 +223,31 @@ def test_packed_training_equals_separate_rows():
             for t in range(3):
                 block = batch["block_ids"][b, t][batch["block_mask"][b, t].bool()].tolist()
                 hidden = router.lm.base_model(input_ids=torch.tensor([prompt + block])).last_hidden_state[0]
-                rows.append(router.head(hidden[len(prompt)]).item())
+                rows.append(head_logit(router, t, hidden[len(prompt)]))
                 targets = target_mask[b, t][: len(block)]
                 logits.append(router.lm.get_output_embeddings()(hidden[len(prompt):][targets]))
     torch.testing.assert_close(routing, torch.tensor(rows).view(2, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(lm_logits, torch.cat(logits), atol=1e-5, rtol=0)  # same slots, same order
+
+
+def test_a_per_candidate_head_ranks_candidates_per_query_where_the_shared_head_cannot():
+    """With identical ID rows (id_token_noise 0) every `<Model_t>` state is the same, so the shared head
+    gives every candidate the same score; per-candidate rows differ, and which candidate leads can
+    change with the prompt."""
+    prompts = {"prompt": ["hello world", "yes no", "a b c d", "d", "no no a", "world c"]}
+    shared = tiny_router(n_candidates=3, id_token_noise=0.0).eval().score(prompts)
+    torch.testing.assert_close(shared, shared[:, :1].expand(-1, 3))
+    router = tiny_router(n_candidates=3, id_token_noise=0.0, routing_head="per_candidate").eval()
+    with torch.no_grad():
+        router.head.weight.mul_(20.0)  # scores of order 1, so that ranks are not decided by the biases alone
+    scores = router.score(prompts)
+    assert (scores[:, 1:] - scores[:, :1]).abs().min() > 1e-3
+    assert len(set(scores.argmax(1).tolist())) > 1
+
+
+def test_routing_head_must_be_known():
+    with pytest.raises(ValueError, match="routing_head must be one of"):
+        tiny_router(routing_head="per_model")
 
 
 def test_score_takes_the_evaluations_raw_batches():

@@ -71,6 +71,20 @@ def test_id_token_noise_reaches_the_router_spec_and_old_specs_keep_the_former_de
         TrainConfig(id_token_noise=-1.0)
 
 
+def test_routing_head_reaches_the_router_spec_and_old_specs_keep_the_shared_head(tmp_path):
+    import json
+
+    from lookahead_ray.routers.checkpoint import RouterSpec, read_spec
+
+    spec = RouterSpec.from_train_config(TrainConfig(router="lookahead-clm", routing_head="per_candidate"))
+    assert spec.routing_head == "per_candidate"
+    (tmp_path / "router.json").write_text(json.dumps({"kind": "lookahead-clm", "backbone": "smollm2",
+                                                      "candidates": ["a", "b"]}))  # written before the field
+    assert read_spec(tmp_path).routing_head == "shared"
+    with pytest.raises(ValueError, match="routing_head must be one of"):
+        TrainConfig(routing_head="per_model")
+
+
 def test_train_config_takes_the_candidates_of_a_generated_dataset(tmp_path):
     dataset = tmp_path / "dataset"
     dataset.mkdir()
