@@ -306,3 +306,23 @@ def test_from_pretrained_adds_tokens_and_truncates_layers(tmp_path):
     assert router.tokenizer.convert_tokens_to_ids("<Model_2>") == 13
     assert router.lm.get_input_embeddings().weight.shape[0] == 14
     assert router.collator().prompts([{"prompt": "hello world"}])["prompt_ids"].tolist() == [[3, 4]]
+
+
+def test_a_per_candidate_checkpoint_reloads_with_its_own_rows(tmp_path):
+    """router.json carries the head kind, so load_router rebuilds Linear(hidden, T) and the reloaded
+    router scores as the saved one did."""
+    from lookahead_ray.routers.checkpoint import RouterSpec, build_router, load_router, save_router
+    from tests.tiny_models import save_tiny_llama
+
+    spec = RouterSpec(kind="lookahead-clm", backbone=str(save_tiny_llama(tmp_path / "llama")),
+                      candidates=("math", "code", "chat"), max_prompt_len=32, max_response_len=8,
+                      routing_head="per_candidate")
+    torch.manual_seed(0)
+    router = build_router(spec).eval()
+    with torch.no_grad():
+        router.head.weight.normal_()  # distinct trained-looking rows, not the fresh init
+    folder = save_router(router, spec, tmp_path / "ckpt")
+    reloaded, read = load_router(folder)
+    assert read.routing_head == "per_candidate" and reloaded.head.weight.shape[0] == 3
+    prompts = {"prompt": ["What is 12 plus 30?", "Write a python function."]}
+    torch.testing.assert_close(reloaded.score(prompts), router.score(prompts))
