@@ -155,6 +155,12 @@ class TrainConfig:
     warmup_steps_ratio: float = 0.1
     """Share of optimizer steps of linear LR warmup before the cosine decay."""
     max_grad_norm: float = 1.0
+    weight_ema: float = 0.0
+    """Decay of an exponential moving average of the weights (torch.optim.swa_utils), 0 for none. When
+    on, val scores, checkpoints and the served router use the averaged weights, and the raw weights
+    train on. A CPU replay run evaluates every ~14 steps at a high learning rate, and its val score
+    swings by up to 0.5 between evaluations (docs/recipes.md): averaging the last ~1/(1 - decay)
+    steps smooths that out at no extra training cost."""
     batch_size: int = 8
     """Examples per worker per micro-batch."""
     grad_accum: int = 1
@@ -230,6 +236,8 @@ class TrainConfig:
             raise ValueError(f"id_token_noise must be >= 0, got {self.id_token_noise}")
         if self.routing_head not in ROUTING_HEADS:
             raise ValueError(f"routing_head must be one of {ROUTING_HEADS}, got {self.routing_head!r}")
+        if not 0.0 <= self.weight_ema < 1.0:
+            raise ValueError(f"weight_ema must be in [0, 1) (0: off), got {self.weight_ema}")
         if not 0.0 <= self.aux_ramp_ratio <= 1.0:
             raise ValueError(f"aux_ramp_ratio must be in [0, 1], got {self.aux_ramp_ratio}")
         if self.mix not in MIXES:

@@ -23,7 +23,7 @@ import torch
 
 from lookahead_ray.config import TrainConfig, from_dict
 from lookahead_ray.curriculum import mask_rate
-from lookahead_ray.routers.checkpoint import RouterSpec, build_router, load_train_state, save_router
+from lookahead_ray.routers.checkpoint import WEIGHTS_FILE, RouterSpec, build_router, load_train_state, save_router
 from lookahead_ray.training.selection import SUMS, row_sums, selection_metrics
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,32 @@ def apply_update(model: torch.nn.Module, optimizer, scheduler, scaler, max_grad_
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def weight_average(model: torch.nn.Module, cfg: TrainConfig, resumed: dict | None = None):
+    """The exponential moving average of `model`'s weights (cfg.weight_ema), or None when it is off.
+    `resumed` holds the averaged weights of the checkpoint a restarted run resumes from."""
+    if not cfg.weight_ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # torch's own EMA, on parameters
+
+    # use_buffers=False: the routers' buffers (position ids, rotary tables) are constants, and an
+    # EMA over integer buffers would fail.
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=False)
+    if resumed is not None:
+        average.module.load_state_dict(resumed)
+        average.n_averaged.fill_(1)  # > 0: the next update averages instead of copying the raw weights
+    return average
+
+
+def load_checkpoint_weights(model: torch.nn.Module, directory: str) -> tuple[dict, dict | None]:
+    """Load a checkpoint into the raw model; returns (train state, averaged weights or None). With
+    weight_ema the checkpoint's model.pt holds the average, and the raw weights ride in the train state."""
+    weights = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    saved = load_train_state(directory)
+    raw = (saved or {}).get("raw_weights")
+    model.load_state_dict(raw if raw is not None else weights)
+    return saved, (weights if raw is not None else None)
 
 
 def average_gradients(model: torch.nn.Module) -> None:
@@ -217,18 +243,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     model = build_router(spec).train()
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
+    state, resumed_average = {"step": 0, "epoch": 0, "micro_in_epoch": 0}, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            model.load_state_dict(torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=True))
-            saved = load_train_state(directory)
+            saved, resumed_average = load_checkpoint_weights(model, directory)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["position"]
         print(f"[train] rank {rank}: resumed from step {state['step']}", flush=True)
     model = ray.train.torch.prepare_model(model, parallel_strategy=None)  # device only; grads averaged below
     device = next(model.parameters()).device
+    average = weight_average(model, cfg, resumed_average)  # after prepare_model: on the model's device
     autocast, scaler = mixed_precision(device, cfg.cpu_autocast)
     sink = MlflowSink(config.get("mlflow_run_id"), config.get("mlflow_uri"), rank)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
@@ -257,6 +283,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue
             average_gradients(model)
             apply_update(model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             state["step"] = step
             total, routing, aux = np.mean(running, axis=0)
@@ -269,7 +297,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 print(f"[train] step {step}/{steps} loss {total:.4f} mask_rate {rate:.2f} "
                       f"({pace:.2f} s/step, ~{pace * (steps - step) / 60:.1f} min left)", flush=True)
             if step % interval == 0 or step == steps:
-                report(model, spec, optimizer, scheduler, state, (val_shard, *val_sets, autocast), sink, rank,
+                report((model, average), spec, optimizer, scheduler, state, (val_shard, *val_sets, autocast), sink, rank,
                        step, rate)
             maybe_crash(config, step)
             if step >= steps:
@@ -278,12 +306,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state["micro_in_epoch"] = 0
 
 
-def report(model, spec, optimizer, scheduler, state, val, sink, rank, step, rate) -> None:
+def report(models, spec, optimizer, scheduler, state, val, sink, rank, step, rate) -> None:
     """Evaluate on val (`val` = shard, benchmarks, selecting sets, autocast), log, and hand Ray Train
-    the metrics and (rank 0) a checkpoint."""
+    the metrics and (rank 0) a checkpoint. `models` is (raw model, weight average or None): the
+    average, when there is one, is what is scored and saved as the router."""
     import ray.train  # heavy: Ray Train only inside its workers
 
-    metrics = {**evaluate_val(model, *val), "step": step, "mask_rate": rate}
+    model, average = models
+    scored = average.module if average is not None else model
+    metrics = {**evaluate_val(scored, *val), "step": step, "mask_rate": rate}
     sink.log({k: v for k, v in metrics.items() if k != "step"}, step)
     if rank == 0:
         per_set = " ".join(f"{k[4:]} {v:.3f}" for k, v in metrics.items() if k.startswith("val_") and k[4:] in val[2])
@@ -294,6 +325,8 @@ def report(model, spec, optimizer, scheduler, state, val, sink, rank, step, rate
         if rank == 0:
             train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                            "position": dict(state)}
-            save_router(model, spec, directory, train_state)
+            if average is not None:
+                train_state["raw_weights"] = model.state_dict()  # the weights that train on after a resume
+            save_router(scored, spec, directory, train_state)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)

@@ -3,9 +3,11 @@ MLflow run + registry, then `evaluate --checkpoint` on the result."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from lookahead_ray.cli import main
 from lookahead_ray.config import TrainConfig
@@ -45,7 +47,8 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
                       block_len=8, max_response_len=8, batch_size=8, max_steps=4, eval_every=2, min_evals=2, lr=1e-3,
                       drop_tied=False, mix="natural",  # all 48 rows: 6 steps, so max_steps=4 decides
                       storage_path=str(tmp_path / "runs"), name=f"t-{router}", max_failures=1,
-                      register_as=f"tiny-{router}")
+                      register_as=f"tiny-{router}",
+                      weight_ema=0.5 if router == "lookahead-clm" else 0.0)  # one router resumes with an average
     marker = tmp_path / "crashed"
     outcome = train(cfg, extra={"crash_once_at_step": 3, "crash_marker": str(marker)})
 
@@ -58,7 +61,14 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
         rates = {m.step: m.value for m in client.get_metric_history(outcome.mlflow_run_id, "mask_rate")}
         assert rates[1] < rates[2] <= 1.0  # r0 = 0.3 rising to 1 over 20 % of 4 steps
     assert outcome.best_metrics["step"] in (2, 4)
-    assert load_train_state(outcome.best_checkpoint)["position"]["step"] == outcome.best_metrics["step"]
+    saved = load_train_state(outcome.best_checkpoint)
+    assert saved["position"]["step"] == outcome.best_metrics["step"]
+    if router == "lookahead-clm":  # the checkpoint's router is the average; the raw weights differ and ride along
+        averaged = torch.load(Path(outcome.best_checkpoint) / "model.pt", weights_only=True)
+        assert averaged.keys() == saved["raw_weights"].keys()
+        assert any(not torch.equal(averaged[k], saved["raw_weights"][k]) for k in averaged)
+    else:
+        assert "raw_weights" not in saved
     assert outcome.registered == f"models:/tiny-{router}/1"
     version = client.get_model_version(f"tiny-{router}", "1")
     assert json.loads(version.tags["candidates"])[0] == "Yi-1.5-34B-Chat"
