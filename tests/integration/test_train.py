@@ -12,7 +12,7 @@ import torch
 from lookahead_ray.cli import main
 from lookahead_ray.config import TrainConfig
 from lookahead_ray.data.schema import write_dataset
-from lookahead_ray.routers.checkpoint import load_train_state
+from lookahead_ray.routers.checkpoint import WEIGHTS_FILE, load_train_state
 from lookahead_ray.training.trainer import train
 from tests.tiny_models import save_tiny_bert, save_tiny_llama
 
@@ -64,7 +64,7 @@ def test_train_crash_resume_register_and_evaluate(router, backbone, ray_local, t
     saved = load_train_state(outcome.best_checkpoint)
     assert saved["position"]["step"] == outcome.best_metrics["step"]
     if router == "lookahead-clm":  # the checkpoint's router is the average; the raw weights differ and ride along
-        averaged = torch.load(Path(outcome.best_checkpoint) / "model.pt", weights_only=True)
+        averaged = torch.load(Path(outcome.best_checkpoint) / WEIGHTS_FILE, weights_only=True)
         assert averaged.keys() == saved["raw_weights"].keys()
         assert any(not torch.equal(averaged[k], saved["raw_weights"][k]) for k in averaged)
     else:

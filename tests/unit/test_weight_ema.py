@@ -7,18 +7,16 @@ from lookahead_ray.routers.checkpoint import STATE_FILE, WEIGHTS_FILE
 from lookahead_ray.training.loop import load_checkpoint_weights, weight_average
 
 
-def linear(value: float) -> torch.nn.Linear:
-    layer = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        layer.weight.fill_(value)
-        layer.bias.fill_(value)
-    return layer
-
-
 def set_weights(layer: torch.nn.Linear, value: float) -> None:
     with torch.no_grad():
         layer.weight.fill_(value)
         layer.bias.fill_(value)
+
+
+def linear(value: float) -> torch.nn.Linear:
+    layer = torch.nn.Linear(2, 1)
+    set_weights(layer, value)
+    return layer
 
 
 def test_off_by_default():
