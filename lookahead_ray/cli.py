@@ -318,8 +318,8 @@ def _cost_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="an imported dataset folder or a release folder")
-    parser.add_argument("--split", default="test", choices=["test", "all"],
-                        help="test: the replay test split; all: every query of the test benchmarks")
+    parser.add_argument("--split", default="test", choices=["test", "all", "val"],
+                        help="test: the replay test split; all: every query of the test benchmarks; val: their val rows")
     parser.add_argument("--config", default=None, help="YAML with candidates, labels and split settings")
     parser.add_argument("--json", default=None, help="write the result JSON here")
     parser.add_argument("--fit-data", default=None,

@@ -1,6 +1,7 @@
 """Evaluate a router on a routing dataset or a release folder, benchmark by benchmark.
 
-Rows evaluated: the `test` split, or with split="all" every query of the test benchmarks.
+Rows evaluated: the `test` split, with split="val" the test benchmarks' val rows (to compare recipes
+without touching test), or with split="all" every query of the test benchmarks.
 Rows a router may fit on (best-single, kNN): the `train` split; with split="all", the training
 sets' train rows (the test benchmarks have none left). best-single is chosen per benchmark on that
 benchmark's fit rows, or, where there are none, on the evaluated rows (the usual "best single
@@ -43,12 +44,12 @@ TRAINED_NAMES = ("mlc", "lookahead-mlm", "lookahead-clm")
 def select_rows(frame: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows to evaluate, rows a router may fit on)."""
     tests = frame["benchmark"].isin(TEST_BENCHMARKS)
-    if split == "test":
-        evaluated, fit = frame[tests & (frame["split"] == "test")], frame[frame["split"] == "train"]
+    if split in ("test", "val"):
+        evaluated, fit = frame[tests & (frame["split"] == split)], frame[frame["split"] == "train"]
     elif split == "all":
         evaluated, fit = frame[tests], frame[~tests & (frame["split"] == "train")]
     else:
-        raise ValueError(f"--split must be 'test' or 'all', got {split!r}")
+        raise ValueError(f"--split must be 'test', 'val' or 'all', got {split!r}")
     if evaluated.empty:
         raise ValueError(f"no rows of the seven test benchmarks in split {split!r}")
     return evaluated.reset_index(drop=True), fit.reset_index(drop=True)

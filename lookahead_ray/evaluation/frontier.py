@@ -46,17 +46,6 @@ def cost_grid(points: int = GRID_POINTS) -> np.ndarray:
     return np.linspace(0.0, 1.0, points)
 
 
-def rows_for(frame: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(evaluated rows, fit rows) as `evaluate.select_rows`, plus `val`: the test benchmarks' val
-    rows, the split to calibrate a weight on without touching test."""
-    if split != "val":
-        return select_rows(frame, split)
-    evaluated = frame[frame["benchmark"].isin(TEST_BENCHMARKS) & (frame["split"] == "val")]
-    if evaluated.empty:
-        raise ValueError("no rows of the seven test benchmarks in split 'val'")
-    return evaluated.reset_index(drop=True), frame[frame["split"] == "train"].reset_index(drop=True)
-
-
 def score_rows(router, rows: pd.DataFrame, batch_size: int = 256) -> torch.Tensor:
     """The router's scores of every row, (N, T): each row goes through `score()` exactly once."""
     parts = [router.score(as_batch(rows.iloc[start : start + batch_size])).detach().cpu().to(torch.float64)
@@ -234,7 +223,7 @@ def frontier_for(frame: pd.DataFrame, routers: Sequence[str] | Mapping[str, Any]
     if list(costs.candidates) != names:
         raise ValueError(f"cost table {costs.source} is for candidates {list(costs.candidates)}, the data has {names}")
     grid = cost_grid() if grid is None else np.asarray(grid, dtype=np.float64)
-    evaluated, fit = rows_for(frame, split)
+    evaluated, fit = select_rows(frame, split)
     prompt_tokens, response_tokens = token_counts(evaluated["prompt"].tolist(), evaluated["responses"].tolist(),
                                                   token_counter(tokens))
     scorer = Scorer(evaluated, costs.query_costs(prompt_tokens, response_tokens), names)

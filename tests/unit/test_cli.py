@@ -76,6 +76,28 @@ def test_only_training_sets_leave_nothing_to_evaluate(release_frame):
         select_rows(training, "test")
 
 
+def test_val_split_evaluates_the_test_benchmarks_val_rows_and_fits_on_train(release_frame):
+    from lookahead_ray.data.schema import TEST_BENCHMARKS
+    from lookahead_ray.evaluation.evaluate import select_rows
+
+    evaluated, fit = select_rows(release_frame, "val")
+    assert set(evaluated["split"]) == {"val"} and set(fit["split"]) == {"train"}
+    assert set(evaluated["benchmark"]) <= set(TEST_BENCHMARKS)
+    expected = release_frame[release_frame["benchmark"].isin(TEST_BENCHMARKS) & (release_frame["split"] == "val")]
+    assert len(evaluated) == len(expected) > 0
+    def keys(rows):  # prompt ids are numbered within a benchmark
+        return set(zip(rows["benchmark"], rows["prompt_id"]))
+
+    assert not keys(release_frame[release_frame["split"] == "test"]) & keys(evaluated)  # never a test query
+
+
+def test_an_unknown_split_is_named(release_frame):
+    from lookahead_ray.evaluation.evaluate import select_rows
+
+    with pytest.raises(ValueError, match="'test', 'val' or 'all', got 'dev'"):
+        select_rows(release_frame, "dev")
+
+
 def test_a_config_with_an_unknown_field_is_named(samples_path, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("data:\n  candidates: [a]\n  lables: {}\n")
