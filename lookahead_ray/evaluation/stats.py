@@ -61,7 +61,8 @@ def bootstrap_interval(diffs: dict[str, np.ndarray], replicates: int = 2000, see
 
 def summary(mean: float, samples: np.ndarray) -> dict[str, Any]:
     low, high = np.percentile(samples, [2.5, 97.5])
-    return {"mean": float(mean), "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0)}
+    return {"mean": float(mean), "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0),
+            "se": float(np.std(samples, ddof=1))}  # the bootstrap standard error (benchmarks/power.py)
 
 
 def collapsed(result: dict[str, Any]) -> bool:
