@@ -10,8 +10,9 @@ reads the per-query picks that `bench replay` stored and gives, on the benchmark
 - the part of that error that comes from the queries alone (seeds held fixed: the per-query
   differences averaged over seeds, std / sqrt(n) per benchmark), and the rest, which comes from
   the seeds and does not shrink with more queries;
-- the power to find a true difference of --effect (and one equal to the observed mean) with a 95 % interval that excludes 0, and how many
-  times today's test queries that would need at 80 % power, with today's seeds and with --more-seeds
+- the power to find a true difference of --effect (and one equal to the observed mean) with a 95 %
+  interval that excludes 0, and how many times today's test queries that would need at 80 % power,
+  with today's seeds and with --more-seeds
   (normal approximation; the seed part of the variance shrinks as 1 / seeds; "never" when the seed
   part alone is too large, so more seeds are needed, not more queries).
 
@@ -46,11 +47,16 @@ def power(effect: float, se: float) -> float:
     return 1.0 - NormalDist().cdf(Z_95 - effect / se) if se > 0 else float(effect > 0)
 
 
-def queries_factor(effect: float, total_se: float, query_se: float, seed_ratio: float = 1.0) -> float:
+def seed_variance(total_se: float, query_se: float) -> float:
+    """The part of the bootstrap variance that the queries do not explain: the seeds'."""
+    return max(total_se ** 2 - query_se ** 2, 0.0)
+
+
+def queries_factor(effect: float, query_se: float, seed_var: float, seed_ratio: float = 1.0) -> float:
     """How many times today's queries give 80 % power for `effect`, with `seed_ratio` times today's
     seeds (the seed part of the variance shrinks as 1 / seeds); inf if the seed part alone is too big."""
     needed = effect / (Z_95 + Z_80)  # the total standard error that 80 % power needs
-    seed_var = max(total_se ** 2 - query_se ** 2, 0.0) / seed_ratio
+    seed_var = seed_var / seed_ratio
     if seed_var >= needed ** 2:
         return math.inf
     return query_se ** 2 / (needed ** 2 - seed_var)
@@ -59,12 +65,12 @@ def queries_factor(effect: float, total_se: float, query_se: float, seed_ratio: 
 def analyse(diffs: dict[str, np.ndarray], effect: float, more_seeds: int) -> dict[str, float]:
     interval = bootstrap_interval(diffs)["average"]
     total, queries = interval["se"], query_error(diffs)
-    seeds = next(iter(diffs.values())).shape[0]
-    return {"seeds": seeds, "more_seeds_factor": queries_factor(effect, total, queries, more_seeds / seeds),
-            "mean": interval["mean"], "low": interval["low"], "high": interval["high"], "se": total,
-            "query_se": queries, "seed_se": math.sqrt(max(total ** 2 - queries ** 2, 0.0)),
+    seed_var, seeds = seed_variance(total, queries), next(iter(diffs.values())).shape[0]
+    return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "se": total,
+            "query_se": queries, "seed_se": math.sqrt(seed_var), "seeds": seeds,
             "power": power(effect, total), "power_observed": power(interval["mean"], total),
-            "queries_factor": queries_factor(effect, total, queries),
+            "queries_factor": queries_factor(effect, queries, seed_var),
+            "more_seeds_factor": queries_factor(effect, queries, seed_var, more_seeds / seeds),
             "queries": sum(d.shape[1] for d in diffs.values())}
 
 
@@ -72,7 +78,8 @@ def comparisons(replay: dict, router: str, effect: float, more_seeds: int) -> di
     results = replay["trained"].get(router)
     if not results:
         raise SystemExit(f"the replay has no results for router {router!r}")
-    out = {"best-single": analyse(paired_differences(results, [replay["baselines"]["best-single"]]), effect, more_seeds)}
+    best_single = [replay["baselines"]["best-single"]]
+    out = {"best-single": analyse(paired_differences(results, best_single), effect, more_seeds)}
     mlc = replay["trained"].get("mlc", [])
     if router != "mlc" and len(mlc) == len(results):
         out["mlc"] = analyse(paired_differences(results, mlc), effect, more_seeds)
@@ -86,11 +93,13 @@ def factor_cell(factor: float) -> str:
 def table(router: str, rows: dict[str, dict[str, float]], effect: float, more_seeds: int) -> str:
     seeds = next(iter(rows.values()))["seeds"]
     lines = [f"| {router} vs | mean [95 % CI] | SE | SE from queries | SE from seeds | test queries "
-             f"| power for +{effect:.2f} | power at the mean | queries for 80 % power, {seeds} seeds | ..., {more_seeds} seeds |",
+             f"| power for +{effect:.2f} | power at the mean "
+             f"| queries for 80 % power, {seeds} seeds | ..., {more_seeds} seeds |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for other, r in rows.items():
         lines.append(f"| {other} | {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] | {r['se']:.3f} "
-                     f"| {r['query_se']:.3f} | {r['seed_se']:.3f} | {r['queries']:.0f} | {r['power']:.2f} | {r['power_observed']:.2f} "
+                     f"| {r['query_se']:.3f} | {r['seed_se']:.3f} | {r['queries']:.0f} "
+                     f"| {r['power']:.2f} | {r['power_observed']:.2f} "
                      f"| {factor_cell(r['queries_factor'])} | {factor_cell(r['more_seeds_factor'])} |")
     return "\n".join(lines)
 

@@ -36,9 +36,13 @@ def test_power_is_the_false_positive_rate_at_zero_and_80_percent_at_2_8_standard
 
 def test_the_test_size_grows_with_the_square_and_the_seed_part_can_make_it_unreachable(power):
     needed = 0.02 / (power.Z_95 + power.Z_80)
-    assert power.queries_factor(0.02, needed * 2, needed * 2) == pytest.approx(4.0)  # no seed part
-    assert math.isinf(power.queries_factor(0.02, needed * 2, needed))  # seed part 1.7x the whole budget
-    assert math.isfinite(power.queries_factor(0.02, needed * 2, needed, seed_ratio=10.0))
+    no_seed_part = power.seed_variance(needed * 2, needed * 2)
+    assert no_seed_part == 0.0
+    assert power.queries_factor(0.02, needed * 2, no_seed_part) == pytest.approx(4.0)
+    seed_var = power.seed_variance(needed * 2, needed)  # 3 needed**2: 1.7x the whole budget's SE
+    assert seed_var == pytest.approx(3 * needed ** 2)
+    assert math.isinf(power.queries_factor(0.02, needed, seed_var))
+    assert math.isfinite(power.queries_factor(0.02, needed, seed_var, seed_ratio=10.0))
 
 
 def test_the_table_reads_a_replay_and_bad_input_is_named(power, tmp_path, capsys):
